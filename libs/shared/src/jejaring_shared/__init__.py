@@ -1,0 +1,1 @@
+"""Jejaring shared library: contracts, outbox, consumer runner, settings and db helpers."""

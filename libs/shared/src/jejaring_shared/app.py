@@ -1,0 +1,190 @@
+"""The service factory: every Jejaring service is built the same way.
+
+It wires settings, the database (migrated on start), the outbox relay, the consumers,
+health, readiness, metrics, the AsyncAPI document and JSON errors. A service supplies its
+routers and its consumer handlers; nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import migrations
+from .asyncapi import build_asyncapi
+from .consumer import ConsumerRunner, Handler
+from .contracts import REGISTRY
+from .contracts.topics import dead_letter_topic
+from .db import UnitOfWork, UnitOfWorkFactory, create_engine
+from .errors import install_error_handlers
+from .kafka import ensure_topics
+from .metrics import BackboneMetrics
+from .outbox import OutboxRelay
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    group_id: str
+    topics: Sequence[str]
+    handlers: Mapping[str, Handler]
+
+
+@dataclass
+class Runtime:
+    """What routes and handlers reach through `app.state.runtime`."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    uow: UnitOfWorkFactory
+    relay: OutboxRelay
+    metrics: BackboneMetrics
+    consumers: list[ConsumerRunner] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    migrations_package: str
+    routers: Sequence[APIRouter] = ()
+    consumers: Sequence[ConsumerSpec] = ()
+    topics: Sequence[str] = ()
+    """Topics this service writes to (created on start if missing)."""
+    description: str = ""
+    after_db_commit: Callable[[Any], None] | None = None
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_uow(request: Request) -> UnitOfWork:
+    """A fresh unit of work per request; the route commits it or it rolls back."""
+    return get_runtime(request).uow()
+
+
+UoW = Annotated[UnitOfWork, Depends(get_uow)]
+
+
+def create_service_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        await migrations.upgrade(engine, definition.migrations_package)
+        metrics = BackboneMetrics(definition.name)
+        relay = OutboxRelay(
+            engine,
+            settings.kafka,
+            name=definition.name,
+            metrics=metrics,
+            batch_size=settings.relay_batch_size,
+            idle_poll_s=settings.relay_idle_poll_s,
+            max_backoff_s=settings.relay_max_backoff_s,
+        )
+        uow = UnitOfWorkFactory(engine, source=definition.name, on_commit=relay.wake)
+        runtime = Runtime(settings=settings, engine=engine, uow=uow, relay=relay, metrics=metrics)
+        for spec in definition.consumers:
+            runtime.consumers.append(
+                ConsumerRunner(
+                    group_id=spec.group_id,
+                    topics=spec.topics,
+                    handlers=spec.handlers,
+                    uow_factory=uow,
+                    kafka=settings.kafka,
+                    metrics=metrics,
+                    max_attempts=settings.consumer_max_attempts,
+                    max_batch=settings.consumer_max_batch,
+                    after_db_commit=definition.after_db_commit,
+                )
+            )
+        app.state.runtime = runtime
+        topics = {
+            *definition.topics,
+            *(t for spec in definition.consumers for t in spec.topics),
+            *(dead_letter_topic(spec.group_id) for spec in definition.consumers),
+        }
+        try:
+            await ensure_topics(settings.kafka, topics)
+        except Exception as exc:
+            # Kafka may be down at start; writes still succeed and the relay catches up.
+            log.warning("%s: could not ensure topics (%s); continuing", definition.name, exc)
+        relay.start()
+        for runner in runtime.consumers:
+            runner.start()
+        try:
+            yield
+        finally:
+            # Bounded: shutdown must finish even when the broker is gone.
+            await asyncio.gather(*(r.stop(4.0) for r in runtime.consumers))
+            await relay.stop(4.0)
+            await engine.dispose()
+
+    app = FastAPI(
+        title=f"Jejaring {definition.name}",
+        description=definition.description,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(_ops_router(definition))
+    for router in definition.routers:
+        app.include_router(router)
+    return app
+
+
+def _ops_router(definition: ServiceDefinition) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process is up and serving."""
+        return {"status": "ok", "service": definition.name}
+
+    @router.get("/readyz")
+    async def readyz(runtime: Annotated[Runtime, Depends(get_runtime)]) -> JSONResponse:
+        """Readiness: database reachable, Kafka reachable; reports the outbox backlog."""
+        checks: dict[str, Any] = {}
+        try:
+            async with runtime.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(sa.text("SELECT 1")), 2.0)
+            checks["database"] = "ok"
+            checks["outbox_backlog"] = await asyncio.wait_for(runtime.relay.backlog(), 2.0)
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        checks["kafka"] = "ok" if await runtime.relay.check_kafka(2.0) else "unavailable"
+        checks["consumers"] = {
+            r.group_id: {"assigned": len(r.assigned), "connected": r.kafka_ok}
+            for r in runtime.consumers
+        }
+        ready = checks["database"] == "ok" and checks["kafka"] == "ok"
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"status": "ready" if ready else "not_ready", "service": definition.name,
+                     "checks": checks},
+        )
+
+    @router.get("/metrics")
+    async def metrics(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Response:
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/asyncapi.json")
+    async def asyncapi() -> dict[str, Any]:
+        """The event catalog of the whole system (AsyncAPI 3.0)."""
+        return build_asyncapi(REGISTRY)
+
+    return router

@@ -1,0 +1,98 @@
+"""An AsyncAPI 3.0 document generated from the event registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .contracts import Envelope, EventRegistry
+from .contracts.topics import CATALOG_EVENTS
+
+_SERVERS = {
+    "local": {
+        "host": "127.0.0.1:9092",
+        "protocol": "kafka",
+        "description": "The local single-node broker that `make run` starts",
+    }
+}
+
+
+def _message_name(event: str) -> str:
+    return "".join(part.capitalize() for part in event.replace(".", "_").split("_"))
+
+
+def build_asyncapi(registry: EventRegistry, *, version: str = "0.1.0") -> dict[str, Any]:
+    envelope_schema = Envelope.model_json_schema()
+    envelope_schema["properties"].pop("payload")
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    components: dict[str, Any] = {"messages": {}, "schemas": {"Envelope": envelope_schema}}
+    for et in registry:
+        name = _message_name(et.name)
+        schema = et.model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for def_name, definition in schema.pop("$defs", {}).items():
+            components["schemas"][def_name] = definition
+        components["schemas"][name] = schema
+        components["messages"][name] = {
+            "name": et.name,
+            "title": et.name,
+            "summary": et.summary,
+            "contentType": "application/json",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    "event_type": {"type": "string", "const": et.name},
+                    "event_id": {"type": "string", "format": "uuid"},
+                },
+            },
+            "payload": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Envelope"},
+                    {
+                        "type": "object",
+                        "required": ["type", "payload"],
+                        "properties": {
+                            "type": {"const": et.name},
+                            "version": {"const": et.version},
+                            "payload": {"$ref": f"#/components/schemas/{name}"},
+                        },
+                    },
+                ]
+            },
+            "x-version": et.version,
+        }
+        channel = channels.setdefault(
+            et.topic.replace(".", "_"),
+            {
+                "address": et.topic,
+                "description": "Commands to the service"
+                if et.topic.endswith(".commands")
+                else "Events of the owning service, keyed by aggregate",
+                "messages": {},
+            },
+        )
+        channel["messages"][name] = {"$ref": f"#/components/messages/{name}"}
+    for channel_id, channel in channels.items():
+        operations[f"publish_{channel_id}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "messages": [
+                {"$ref": f"#/channels/{channel_id}/messages/{m}"} for m in channel["messages"]
+            ],
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Jejaring events",
+            "version": version,
+            "description": (
+                "Every event travels in the Envelope; the key is the aggregate "
+                f"(e.g. outlet_id:sku), so one aggregate's events stay in order "
+                f"(e.g. on {CATALOG_EVENTS}). Consumers de-duplicate by envelope id."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": _SERVERS,
+        "channels": channels,
+        "operations": operations,
+        "components": components,
+    }

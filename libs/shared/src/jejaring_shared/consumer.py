@@ -1,0 +1,327 @@
+"""The consumer runner: apply each event once, commit offsets after the database.
+
+For every message: parse the envelope, look up its handler, and run the handler in a unit
+of work that also writes (consumer group, event id) to the inbox. Only after that commit is
+the offset committed, so a crash in between means redelivery, and the inbox turns the
+redelivery into a no-op. What cannot be handled (not JSON, unknown type, invalid payload, a
+handler that keeps failing) goes to the group's dead-letter topic with the reason and the
+original headers, and the runner moves on. Infrastructure failures (database or Kafka
+unreachable) are retried without dead-lettering: nothing is lost while a dependency is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlmodel import col, select
+
+from .contracts import REGISTRY, Envelope, EventRegistry, Payload
+from .contracts.topics import dead_letter_topic
+from .db import UnitOfWork, UnitOfWorkFactory
+from .kafka import make_producer, start_bounded, stop_bounded
+from .metrics import BackboneMetrics
+from .settings import KafkaSettings
+from .tables import InboxRecord
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
+"""async def handle(uow, envelope, payload) -> None; must not commit (the runner does)."""
+
+
+class _Poison(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    """Failures of a dependency rather than of the message: retry, never dead-letter."""
+    if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
+        return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError)
+    return isinstance(exc, ConnectionError | OSError | KafkaError)
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        uow_factory: UnitOfWorkFactory,
+        kafka: KafkaSettings,
+        metrics: BackboneMetrics,
+        registry: EventRegistry = REGISTRY,
+        max_attempts: int = 5,
+        max_batch: int = 200,
+        retry_backoff_s: float = 0.2,
+        handler_timeout_s: float = 30.0,
+        after_db_commit: Callable[[Envelope], None] | None = None,
+    ) -> None:
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.dlq_topic = dead_letter_topic(group_id)
+        self._handlers = dict(handlers)
+        self._uows = uow_factory
+        self._kafka = kafka
+        self._metrics = metrics
+        self._registry = registry
+        self._max_attempts = max_attempts
+        self._max_batch = max_batch
+        self._retry_backoff_s = retry_backoff_s
+        self._handler_timeout_s = handler_timeout_s
+        self._after_db_commit = after_db_commit  # a seam for fault-injection tests
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.assigned: set[TopicPartition] = set()
+        self.last_poll: float = 0.0
+        self.kafka_ok = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the message in hand, commit its offset, leave the group; bounded."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+        await self._drop_clients()
+
+    async def _drop_clients(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        dlq, self._dlq = self._dlq, None
+        self.assigned.clear()
+        if consumer is not None:
+            await stop_bounded(consumer, 3.0)
+        if dlq is not None:
+            await stop_bounded(dlq, 2.0)
+
+    async def _ensure_clients(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._kafka.bootstrap_servers,
+                group_id=self.group_id,
+                client_id=f"{self.group_id}-consumer",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=self._kafka.fetch_max_wait_ms,
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=2_000,
+                max_poll_interval_ms=300_000,
+                request_timeout_ms=int(self._kafka.request_timeout_s * 1000),
+            )
+            consumer.subscribe(self.topics, listener=_Listener(self))
+            try:
+                await asyncio.wait_for(consumer.start(), self._kafka.request_timeout_s)
+            except BaseException:
+                await stop_bounded(consumer, 2.0)
+                raise
+            self._consumer = consumer
+        if self._dlq is None:
+            dlq = make_producer(self._kafka, client_id=f"{self.group_id}-dlq")
+            await start_bounded(dlq, self._kafka.request_timeout_s)
+            self._dlq = dlq
+        return self._consumer
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                consumer = await self._ensure_clients()
+                batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
+                self.last_poll = time.monotonic()
+                self.kafka_ok = True
+                backoff = 0.2
+                if batch:
+                    async with self._lock:  # a rebalance waits for the batch to be committed
+                        await self._process_batch(consumer, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.kafka_ok = False
+                log.warning("consumer %s: %s; restarting in %.1fs", self.group_id, exc, backoff)
+                await self._drop_clients()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _process_batch(
+        self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
+    ) -> None:
+        for tp, messages in batch.items():
+            if tp not in self.assigned:
+                continue  # revoked while we fetched; its new owner will process it
+            done: int | None = None
+            for msg in messages:
+                if self._stopping.is_set() and done is not None:
+                    break
+                await self._process(msg)
+                done = msg.offset + 1
+            if done is not None:
+                await self._commit(consumer, {tp: done})
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    self._metrics.consumer_lag.labels(self.group_id, tp.topic, tp.partition).set(
+                        max(hw - done, 0)
+                    )
+            if self._stopping.is_set():
+                return
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await asyncio.wait_for(consumer.commit(offsets), self._kafka.request_timeout_s)
+        except CommitFailedError as exc:
+            # A rebalance took the partition (aiokafka #929): the new owner gets the
+            # messages again and the inbox makes them no-ops.
+            log.info("consumer %s: commit after rebalance refused: %s", self.group_id, exc)
+
+    # -- one message -------------------------------------------------------------------------
+
+    async def _process(self, msg: Any) -> None:
+        started = time.perf_counter()
+        try:
+            envelope, payload = self._decode(msg.value)
+        except _Poison as poison:
+            await self._dead_letter(msg, poison.reason, poison.detail)
+            return
+        if envelope is None:
+            self._metrics.handled.labels(self.group_id, "-", "ignored").inc()
+            return
+        handler = self._handlers[envelope.type]
+        attempt = 0
+        backoff = self._retry_backoff_s
+        while True:
+            attempt += 1
+            try:
+                outcome = await self._apply(handler, envelope, payload)
+                self._metrics.handled.labels(self.group_id, envelope.type, outcome).inc()
+                self._metrics.handle_seconds.labels(self.group_id).observe(
+                    time.perf_counter() - started
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._metrics.failed.labels(self.group_id, envelope.type).inc()
+                if _is_infrastructure(exc):
+                    if self._stopping.is_set():
+                        raise  # leave uncommitted: redelivered after restart
+                    log.warning("consumer %s: dependency down (%s); retrying", self.group_id, exc)
+                    attempt = 0
+                elif attempt >= self._max_attempts:
+                    detail = "".join(traceback.format_exception_only(exc)).strip()
+                    await self._dead_letter(msg, "handler_failed", detail)
+                    return
+                else:
+                    log.info("consumer %s: attempt %d failed: %s", self.group_id, attempt, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _decode(self, raw: bytes | None) -> tuple[Envelope | None, Payload | None]:
+        """Returns (None, None) for a valid event this group does not handle."""
+        try:
+            envelope = Envelope.from_bytes(raw or b"")
+        except ValidationError as exc:
+            raise _Poison("unparseable", _first_error(exc)) from None
+        except ValueError as exc:
+            raise _Poison("unparseable", str(exc)) from None
+        if envelope.type not in self._registry:
+            raise _Poison("unknown_type", f"no contract for event type {envelope.type!r}")
+        if envelope.type not in self._handlers:
+            return None, None
+        model = self._registry.get(envelope.type).model
+        try:
+            payload = model.model_validate(envelope.payload)
+        except ValidationError as exc:
+            raise _Poison("invalid_payload", _first_error(exc)) from None
+        return envelope, payload
+
+    async def _apply(self, handler: Handler, envelope: Envelope, payload: Payload | None) -> str:
+        event_id = str(envelope.id)
+        async with self._uows() as uow:
+            seen = await uow.session.exec(
+                select(InboxRecord.event_id).where(
+                    col(InboxRecord.consumer_group) == self.group_id,
+                    col(InboxRecord.event_id) == event_id,
+                )
+            )
+            if seen.first() is not None:
+                return "duplicate"
+            await asyncio.wait_for(handler(uow, envelope, payload), self._handler_timeout_s)
+            uow.session.add(
+                InboxRecord(consumer_group=self.group_id, event_id=event_id, event_type=envelope.type)
+            )
+            try:
+                await uow.commit()
+            except IntegrityError:
+                # A concurrent delivery won the race; the effect is already there once.
+                return "duplicate"
+        if self._after_db_commit is not None:
+            self._after_db_commit(envelope)
+        return "applied"
+
+    async def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
+        headers = [
+            *(msg.headers or ()),
+            ("dlq_reason", reason.encode()),
+            ("dlq_error", detail[:2000].encode()),
+            ("dlq_group", self.group_id.encode()),
+            ("dlq_topic", msg.topic.encode()),
+            ("dlq_partition", str(msg.partition).encode()),
+            ("dlq_offset", str(msg.offset).encode()),
+        ]
+        assert self._dlq is not None
+        # Must be stored before the offset moves past the message, or it would be lost.
+        await asyncio.wait_for(
+            self._dlq.send_and_wait(self.dlq_topic, value=msg.value, key=msg.key, headers=headers),
+            self._kafka.request_timeout_s,
+        )
+        self._metrics.dead_lettered.labels(self.group_id, reason).inc()
+        log.warning(
+            "consumer %s: %s@%d/%d dead-lettered (%s: %s)",
+            self.group_id, msg.topic, msg.partition, msg.offset, reason, detail[:200],
+        )
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+    return f"{where}: {err.get('msg')}"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._runner._lock:  # wait until the batch in hand is committed
+            self._runner.assigned.difference_update(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._runner.assigned.update(assigned)
+        log.info("consumer %s: assigned %s", self._runner.group_id, sorted(assigned))

@@ -1,0 +1,157 @@
+"""Database helpers: async engines for SQLite and PostgreSQL, and the unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .contracts import REGISTRY, Envelope, Payload, new_traceparent
+from .tables import OutboxRecord
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+    """An async engine tuned for its backend.
+
+    SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE so concurrent writers queue on the
+    lock instead of failing on a read-to-write upgrade.
+    """
+    if is_sqlite(url):
+        db = make_url(url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # let us issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+class UnitOfWork:
+    """One transaction: the state change and the events it causes commit together.
+
+    Rolls back unless `commit()` was called. Events added with `publish()` are written to
+    the outbox in the same transaction; after the commit the relay is woken up.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        source: str,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._source = source
+        self._on_commit = on_commit
+        self._pending: list[Envelope] = []
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("UnitOfWork used outside `async with`")
+        return self._session
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._session = self._sessions()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, self._session = self.session, None
+        try:
+            await session.rollback()  # no-op after a commit
+        finally:
+            await session.close()
+            self._pending.clear()
+
+    def publish(
+        self,
+        payload: Payload,
+        *,
+        key: str,
+        correlation_id: str | None = None,
+        cause: Envelope | None = None,
+    ) -> Envelope:
+        """Queue an event for the outbox; it is written only if this unit commits."""
+        et = REGISTRY.for_model(type(payload))
+        envelope = Envelope(
+            type=et.name,
+            version=et.version,
+            source=self._source,
+            key=key,
+            correlation_id=correlation_id or (cause.correlation_id if cause else None),
+            causation_id=cause.id if cause else None,
+            traceparent=cause.traceparent if cause and cause.traceparent else new_traceparent(),
+            payload=payload.model_dump(mode="json"),
+        )
+        self._pending.append(envelope)
+        return envelope
+
+    async def commit(self) -> None:
+        session = self.session
+        events = list(self._pending)
+        if events:
+            session.add_all(
+                [
+                    OutboxRecord.from_envelope(e, topic=REGISTRY.get(e.type).topic)
+                    for e in events
+                ]
+            )
+        await session.commit()
+        self._pending.clear()
+        if events and self._on_commit is not None:
+            self._on_commit()
+
+
+class UnitOfWorkFactory:
+    """Makes units of work for one service; handlers call it per request or message."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        source: str,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.source = source
+        self.sessions = session_factory(engine)
+        self.on_commit = on_commit
+
+    def __call__(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions, source=self.source, on_commit=self.on_commit)

@@ -1,0 +1,92 @@
+"""JSON errors with a stable code, a human message and the field at fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+    details: list[ErrorDetail] = []
+
+
+class ApiError(Exception):
+    """Raise from a route: becomes {"error": {"code", "message", "field"}}."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+_PYDANTIC_CODES = {
+    "missing": "required",
+    "extra_forbidden": "unknown_field",
+    "string_too_long": "too_long",
+    "greater_than": "too_small",
+    "greater_than_equal": "too_small",
+    "less_than": "too_large",
+    "less_than_equal": "too_large",
+    "json_invalid": "malformed_json",
+}
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def _body(status: int, details: list[ErrorDetail]) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content=ErrorBody(error=details[0], details=details).model_dump(mode="json"),
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
+        return _body(exc.status, [ErrorDetail(code=exc.code, message=exc.message, field=exc.field)])
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            ErrorDetail(
+                code=_PYDANTIC_CODES.get(str(err.get("type")), "invalid"),
+                message=str(err.get("msg")),
+                field=_field(err.get("loc", ())),
+            )
+            for err in exc.errors()
+        ] or [ErrorDetail(code="invalid", message="invalid request")]
+        return _body(422, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return _body(exc.status_code, [ErrorDetail(code=code, message=str(exc.detail))])

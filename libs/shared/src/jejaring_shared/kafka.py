@@ -1,0 +1,76 @@
+"""Kafka client helpers that never hang: every call that can wait forever is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(kafka: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
+    """Idempotent producer: acks=all, ordered per partition, no duplicates on retry."""
+    return AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=int(kafka.request_timeout_s * 1000),
+        max_batch_size=256 * 1024,
+        compression_type=None,
+    )
+
+
+async def start_bounded(client: AIOKafkaProducer, timeout_s: float) -> None:
+    """Start a client, giving up (and closing it) after timeout_s."""
+    try:
+        await asyncio.wait_for(client.start(), timeout_s)
+    except BaseException:
+        await stop_bounded(client, 2.0)
+        raise
+
+
+async def stop_bounded(client: object, timeout_s: float) -> None:
+    """aiokafka's stop() can wait forever when the broker is gone (#759); never let it."""
+    stop = getattr(client, "stop", None) or getattr(client, "close", None)
+    if stop is None:
+        return
+    try:
+        await asyncio.wait_for(stop(), timeout_s)
+    except (TimeoutError, asyncio.CancelledError):
+        log.warning("kafka client did not stop within %.1fs; abandoned", timeout_s)
+    except Exception:
+        log.warning("kafka client stop failed", exc_info=True)
+
+
+async def ensure_topics(kafka: KafkaSettings, topics: Iterable[str]) -> None:
+    """Create topics that do not exist yet (one partition count for all; replication 1)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers,
+        request_timeout_ms=int(kafka.request_timeout_s * 1000),
+    )
+    try:
+        await asyncio.wait_for(admin.start(), kafka.request_timeout_s)
+        existing = set(await asyncio.wait_for(admin.list_topics(), kafka.request_timeout_s))
+        missing = sorted(set(topics) - existing)
+        if missing:
+            try:
+                await asyncio.wait_for(
+                    admin.create_topics(
+                        [NewTopic(t, kafka.partitions, 1) for t in missing],
+                    ),
+                    kafka.request_timeout_s,
+                )
+            except TopicAlreadyExistsError:
+                pass  # another service created it first
+            log.info("created topics %s", missing)
+    finally:
+        await stop_bounded(admin, 2.0)

@@ -1,0 +1,46 @@
+"""Settings shared by every service, read from the environment (pydantic-settings).
+
+Each service subclasses ServiceSettings with its own env prefix (JEJARING_STOCK_ ...);
+Kafka settings are common to all services (JEJARING_KAFKA_ ...). Nothing is read at import
+time: call `Settings()` inside the app factory.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JEJARING_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    request_timeout_s: float = Field(default=10.0, gt=0, description="Bound on any Kafka call")
+    fetch_max_wait_ms: int = Field(
+        default=20, ge=0, description="Consumer long-poll wait (aiokafka defaults to 500 ms)"
+    )
+    partitions: int = Field(default=6, ge=1, description="Partitions for topics we create")
+
+
+class ServiceSettings(BaseSettings):
+    """Common settings; subclasses set env_prefix and defaults for their service."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///.data/service.db",
+        description="SQLAlchemy async URL (sqlite+aiosqlite or postgresql+asyncpg)",
+    )
+    internal_token: SecretStr = Field(
+        default=SecretStr("dev-internal-token"),
+        description="Credential the gateway presents to the services",
+    )
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_idle_poll_s: float = Field(default=0.5, gt=0, description="Outbox poll when idle")
+    relay_max_backoff_s: float = Field(default=5.0, gt=0)
+    consumer_max_attempts: int = Field(default=5, ge=1, description="Tries before dead-letter")
+    consumer_max_batch: int = Field(default=200, ge=1)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)

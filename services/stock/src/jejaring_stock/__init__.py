@@ -1,0 +1,1 @@
+"""Stock service: outlets, the per-outlet stock ledger, reservations and sales intake."""

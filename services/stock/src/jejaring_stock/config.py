@@ -1,0 +1,11 @@
+from pydantic_settings import SettingsConfigDict
+
+from jejaring_shared.settings import ServiceSettings
+
+
+class StockSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="JEJARING_STOCK_", extra="ignore")
+
+    service_name: str = "stock"
+    port: int = 8102
+    database_url: str = "sqlite+aiosqlite:///.data/stock.db"

@@ -1,0 +1,1 @@
+"""Entities, rules and the events they raise."""

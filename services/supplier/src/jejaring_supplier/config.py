@@ -1,0 +1,11 @@
+from pydantic_settings import SettingsConfigDict
+
+from jejaring_shared.settings import ServiceSettings
+
+
+class SupplierSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="JEJARING_SUPPLIER_", extra="ignore")
+
+    service_name: str = "supplier"
+    port: int = 8104
+    database_url: str = "sqlite+aiosqlite:///.data/supplier.db"

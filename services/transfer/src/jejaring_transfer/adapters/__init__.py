@@ -1,0 +1,1 @@
+"""Database tables and repositories, Kafka and HTTP clients."""

@@ -1,0 +1,11 @@
+from pydantic_settings import SettingsConfigDict
+
+from jejaring_shared.settings import ServiceSettings
+
+
+class TransferSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="JEJARING_TRANSFER_", extra="ignore")
+
+    service_name: str = "transfer"
+    port: int = 8103
+    database_url: str = "sqlite+aiosqlite:///.data/transfer.db"
