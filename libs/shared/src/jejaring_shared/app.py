@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from . import migrations
 from .asyncapi import build_asyncapi
 from .consumer import ConsumerRunner, Handler
-from .contracts import REGISTRY
+from .contracts import REGISTRY, EventRegistry
 from .contracts.topics import dead_letter_topic
 from .db import UnitOfWork, UnitOfWorkFactory, create_engine
 from .errors import install_error_handlers
@@ -65,7 +65,9 @@ class ServiceDefinition:
     topics: Sequence[str] = ()
     """Topics this service writes to (created on start if missing)."""
     description: str = ""
+    registry: EventRegistry = REGISTRY
     after_db_commit: Callable[[Any], None] | None = None
+    """A seam for fault-injection tests: called after each consumer's database commit."""
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -96,7 +98,9 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
             idle_poll_s=settings.relay_idle_poll_s,
             max_backoff_s=settings.relay_max_backoff_s,
         )
-        uow = UnitOfWorkFactory(engine, source=definition.name, on_commit=relay.wake)
+        uow = UnitOfWorkFactory(
+            engine, source=definition.name, on_commit=relay.wake, registry=definition.registry
+        )
         runtime = Runtime(settings=settings, engine=engine, uow=uow, relay=relay, metrics=metrics)
         for spec in definition.consumers:
             runtime.consumers.append(
@@ -109,6 +113,7 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
                     metrics=metrics,
                     max_attempts=settings.consumer_max_attempts,
                     max_batch=settings.consumer_max_batch,
+                    registry=definition.registry,
                     after_db_commit=definition.after_db_commit,
                 )
             )
@@ -185,6 +190,6 @@ def _ops_router(definition: ServiceDefinition) -> APIRouter:
     @router.get("/asyncapi.json")
     async def asyncapi() -> dict[str, Any]:
         """The event catalog of the whole system (AsyncAPI 3.0)."""
-        return build_asyncapi(REGISTRY)
+        return build_asyncapi(definition.registry)
 
     return router

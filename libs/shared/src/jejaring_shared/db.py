@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .contracts import REGISTRY, Envelope, Payload, new_traceparent
+from .contracts import REGISTRY, Envelope, EventRegistry, Payload, new_traceparent
 from .tables import OutboxRecord
 
 
@@ -69,9 +69,11 @@ class UnitOfWork:
         *,
         source: str,
         on_commit: Callable[[], None] | None = None,
+        registry: EventRegistry = REGISTRY,
     ) -> None:
         self._sessions = sessions
         self._source = source
+        self._registry = registry
         self._on_commit = on_commit
         self._pending: list[Envelope] = []
         self._session: AsyncSession | None = None
@@ -108,7 +110,7 @@ class UnitOfWork:
         cause: Envelope | None = None,
     ) -> Envelope:
         """Queue an event for the outbox; it is written only if this unit commits."""
-        et = REGISTRY.for_model(type(payload))
+        et = self._registry.for_model(type(payload))
         envelope = Envelope(
             type=et.name,
             version=et.version,
@@ -128,7 +130,7 @@ class UnitOfWork:
         if events:
             session.add_all(
                 [
-                    OutboxRecord.from_envelope(e, topic=REGISTRY.get(e.type).topic)
+                    OutboxRecord.from_envelope(e, topic=self._registry.get(e.type).topic)
                     for e in events
                 ]
             )
@@ -147,11 +149,15 @@ class UnitOfWorkFactory:
         *,
         source: str,
         on_commit: Callable[[], None] | None = None,
+        registry: EventRegistry = REGISTRY,
     ) -> None:
         self.engine = engine
         self.source = source
         self.sessions = session_factory(engine)
         self.on_commit = on_commit
+        self.registry = registry
 
     def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, source=self.source, on_commit=self.on_commit)
+        return UnitOfWork(
+            self.sessions, source=self.source, on_commit=self.on_commit, registry=self.registry
+        )

@@ -1,0 +1,211 @@
+"""``jejaring-dev``: run the local infrastructure (Kafka, PostgreSQL) by hand.
+
+jejaring-dev kafka fetch
+jejaring-dev kafka start [--home .data/kafka] [--port 9092]
+jejaring-dev kafka status | stop
+jejaring-dev pg start [--home .data/postgres] [--port 55432]
+jejaring-dev pg status | stop | createdb NAME
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from jejaring_devtools.kafka import KAFKA_VERSION, KafkaBroker, KafkaError, ensure_kafka_jars
+from jejaring_devtools.paths import RepoRootNotFoundError, data_dir
+from jejaring_devtools.postgres import PostgresError, PostgresServer
+
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_PG_PORT = 55432
+
+app = typer.Typer(
+    name="jejaring-dev",
+    help="Jejaring developer tools: local Kafka broker and PostgreSQL, no containers.",
+    no_args_is_help=True,
+)
+kafka_app = typer.Typer(help="Local single-node Kafka broker (KRaft).", no_args_is_help=True)
+pg_app = typer.Typer(help="Local PostgreSQL server.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(pg_app, name="pg")
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="State folder [default: <repo>/.data/kafka or .data/postgres]"),
+]
+
+
+@contextmanager
+def _friendly_errors() -> Iterator[None]:
+    try:
+        yield
+    except (KafkaError, PostgresError, RepoRootNotFoundError, ValueError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+def _home(home: Path | None, name: str) -> Path:
+    return home.resolve() if home is not None else data_dir() / name
+
+
+# --------------------------------------------------------------------------- kafka
+
+
+@kafka_app.command("fetch")
+def kafka_fetch(
+    version: Annotated[str, typer.Option(help="Kafka version")] = KAFKA_VERSION,
+) -> None:
+    """Download the broker jars (once) into the cache and print their folder."""
+    with _friendly_errors():
+        started = time.monotonic()
+        libs = ensure_kafka_jars(version)
+        err_console.print(f"Kafka {version} jars ready ({time.monotonic() - started:.1f}s)")
+        console.print(str(libs), highlight=False)
+
+
+@kafka_app.command("start")
+def kafka_start(
+    home: HomeOption = None,
+    port: Annotated[int, typer.Option(help="PLAINTEXT listener port")] = DEFAULT_KAFKA_PORT,
+    controller_port: Annotated[
+        int | None, typer.Option(help="KRaft controller port [default: free port, then kept]")
+    ] = None,
+    heap: Annotated[str, typer.Option(help="JVM max heap (-Xmx)")] = "512m",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 60,
+) -> None:
+    """Start the broker in the background (it outlives this command)."""
+    with _friendly_errors():
+        broker = KafkaBroker(_home(home, "kafka"), port, controller_port, heap)
+        if broker.is_running():
+            err_console.print(f"Kafka already running (pid {broker.pid}) in {broker.home}")
+            broker.wait_ready(timeout)
+        else:
+            started = time.monotonic()
+            broker.start(timeout, detach=True)
+            err_console.print(
+                f"Kafka started (pid {broker.pid}, {time.monotonic() - started:.1f}s); "
+                f"logs in {broker.server_log_path}"
+            )
+        console.print(broker.bootstrap_servers, highlight=False)
+
+
+@kafka_app.command("stop")
+def kafka_stop(
+    home: HomeOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds before SIGKILL")] = 20,
+) -> None:
+    """Stop the broker recorded in HOME."""
+    with _friendly_errors():
+        broker = KafkaBroker.attach(_home(home, "kafka"))
+        if not broker.is_running():
+            err_console.print("Kafka is not running")
+            return
+        broker.stop(timeout)
+        err_console.print("Kafka stopped")
+
+
+@kafka_app.command("status")
+def kafka_status(home: HomeOption = None) -> None:
+    """Show whether the broker runs and answers; exit 1 when it does not."""
+    with _friendly_errors():
+        path = _home(home, "kafka")
+        try:
+            broker = KafkaBroker.attach(path)
+        except KafkaError:
+            console.print(f"Kafka: never started in {path}")
+            raise typer.Exit(1) from None
+        pid = broker.pid
+        if pid is None:
+            console.print(f"Kafka: stopped (home {broker.home})")
+            raise typer.Exit(1)
+        ready = broker.is_ready()
+        console.print(
+            f"Kafka: running pid={pid} bootstrap={broker.bootstrap_servers} "
+            f"ready={'yes' if ready else 'no'} home={broker.home}",
+            highlight=False,
+        )
+        if not ready:
+            raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+@pg_app.command("start")
+def pg_start(
+    home: HomeOption = None,
+    port: Annotated[int, typer.Option(help="TCP port (127.0.0.1)")] = DEFAULT_PG_PORT,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 60,
+) -> None:
+    """initdb (once) and start PostgreSQL in the background."""
+    with _friendly_errors():
+        server = PostgresServer(_home(home, "postgres"), port)
+        server.start(timeout)
+        err_console.print(f"PostgreSQL running; log in {server.log_path}")
+        console.print(server.dsn("postgres"), highlight=False)
+
+
+@pg_app.command("stop")
+def pg_stop(home: HomeOption = None) -> None:
+    """Stop the PostgreSQL server in HOME."""
+    with _friendly_errors():
+        server = PostgresServer(_home(home, "postgres"))
+        if not server.is_running():
+            err_console.print("PostgreSQL is not running")
+            return
+        server.stop()
+        err_console.print("PostgreSQL stopped")
+
+
+@pg_app.command("status")
+def pg_status(home: HomeOption = None) -> None:
+    """Show whether PostgreSQL runs; exit 1 when it does not."""
+    with _friendly_errors():
+        server = PostgresServer(_home(home, "postgres"))
+        if not server.is_running():
+            console.print(f"PostgreSQL: stopped (home {server.home})")
+            raise typer.Exit(1)
+        console.print(
+            f"PostgreSQL: running port={server.port} ready={'yes' if server.is_ready() else 'no'}"
+            f" home={server.home}",
+            highlight=False,
+        )
+
+
+@pg_app.command("createdb")
+def pg_createdb(
+    name: Annotated[str, typer.Argument(help="Database name")],
+    home: HomeOption = None,
+) -> None:
+    """Create a database (if missing) and print its SQLAlchemy async URL."""
+    with _friendly_errors():
+        server = PostgresServer(_home(home, "postgres"))
+        if not server.is_running():
+            err_console.print(
+                "[bold red]error:[/] PostgreSQL is not running (jejaring-dev pg start)"
+            )
+            raise typer.Exit(1)
+        console.print(server.create_database(name), highlight=False)
+
+
+# =========================================================================== run
+# PLACEHOLDER: `jejaring-dev run` (start Kafka + PostgreSQL + every service + gateway)
+# is added here later by another engineer. Register it as:
+#
+#     @app.command("run")
+#     def run(...) -> None: ...
+#
+# =========================================================================== /run
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
