@@ -6,7 +6,6 @@ own PostgreSQL server (or use TEST_DATABASE_URL's server when it is set).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -65,17 +64,19 @@ async def _create_pg_database(pg_server: object | None) -> str:
     name = f"t_{uuid.uuid4().hex[:12]}"
     base = os.environ.get("TEST_DATABASE_URL")
     if base is None:
-        return pg_server.create_database(name)  # type: ignore[attr-defined, no-any-return]
-    import asyncpg
+        assert pg_server is not None
+        url: str = pg_server.create_database(name)  # type: ignore[attr-defined]
+        return url
+    import asyncpg  # type: ignore[import-untyped]
     from sqlalchemy.engine import make_url
 
-    url = make_url(base)
-    conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+    server = make_url(base)
+    conn = await asyncpg.connect(server.set(drivername="postgresql").render_as_string(False))
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return url.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
+    return server.set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

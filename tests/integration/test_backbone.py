@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -46,7 +45,9 @@ def things(keys: int, per_key: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"key": f"k{k}", "seq": s} for s in range(start, start + per_key) for k in range(keys)]
 
 
-async def post_all(client: httpx.AsyncClient, items: list[dict[str, Any]], per_request: int) -> None:
+async def post_all(
+    client: httpx.AsyncClient, items: list[dict[str, Any]], per_request: int
+) -> None:
     for i in range(0, len(items), per_request):
         resp = await client.post("/things", json=items[i : i + per_request])
         assert resp.status_code == 201, resp.text
@@ -64,7 +65,9 @@ async def effect_count(app: FastAPI) -> int:
     return len(await probe.effects(app.state.runtime.engine))
 
 
-async def test_writes_while_broker_down_arrive_once_in_order(db_url: str, private_broker: Any) -> None:
+async def test_writes_while_broker_down_arrive_once_in_order(
+    db_url: str, private_broker: Any
+) -> None:
     private_broker.stop()
     app = probe_app(db_url, private_broker.bootstrap_servers)
     items = things(keys=25, per_key=200)  # 5,000 events
@@ -72,9 +75,7 @@ async def test_writes_while_broker_down_arrive_once_in_order(db_url: str, privat
         await post_all(client, items, per_request=10)  # every write succeeds with Kafka down
         assert await app.state.runtime.relay.backlog() == 5000
         await asyncio.to_thread(private_broker.start)
-        await wait_until(
-            lambda: _count_at_least(app, 5000), timeout=180, what="5,000 effects"
-        )
+        await wait_until(lambda: _count_at_least(app, 5000), timeout=180, what="5,000 effects")
         await asyncio.sleep(1.0)  # anything extra would show up now
         rows = await probe.effects(app.state.runtime.engine)
         assert await app.state.runtime.relay.backlog() == 0
@@ -93,10 +94,14 @@ async def test_replayed_events_apply_once(db_url: str, kafka_broker: Any) -> Non
         await post_all(client, things(keys=10, per_key=20), per_request=50)
         await wait_until(lambda: _count_at_least(app, 200), what="200 effects")
         # Deliver every event a second time, exactly as the relay sent it.
-        published = await read_all(kafka_broker.bootstrap_servers, probe.PROBE_TOPIC, expect=10**9, timeout=3)
+        published = await read_all(
+            kafka_broker.bootstrap_servers, probe.PROBE_TOPIC, expect=10**9, timeout=3
+        )
         mine = [m for m in published if _event_id(m) in await _effect_ids(app)]
         assert len(mine) == 200
-        await send_raw(kafka_broker.bootstrap_servers, probe.PROBE_TOPIC, [(m.key, m.value) for m in mine])
+        await send_raw(
+            kafka_broker.bootstrap_servers, probe.PROBE_TOPIC, [(m.key, m.value) for m in mine]
+        )
         metrics = app.state.runtime.metrics
 
         async def duplicates_seen() -> bool:
@@ -124,12 +129,29 @@ def _sample(metric: Any, **labels: str) -> float:
     return total
 
 
-def spawn_consumer(db_url: str, bootstrap: str, name: str, kill_after: int = 0) -> subprocess.Popen[str]:
+def spawn_consumer(
+    db_url: str, bootstrap: str, name: str, kill_after: int = 0
+) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     return subprocess.Popen(
-        [sys.executable, "-m", "support.probe_proc", "--db", db_url, "--bootstrap", bootstrap,
-         "--name", name, "--kill-after-commits", str(kill_after)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=TESTS,
+        [
+            sys.executable,
+            "-m",
+            "support.probe_proc",
+            "--db",
+            db_url,
+            "--bootstrap",
+            bootstrap,
+            "--name",
+            name,
+            "--kill-after-commits",
+            str(kill_after),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=TESTS,
     )
 
 
@@ -169,14 +191,16 @@ async def test_sigkill_between_db_commit_and_offset_commit(db_url: str, kafka_br
         second.send_signal(signal.SIGTERM)
         stats = json.loads((await read_line_until(second, "stats ")).split(" ", 1)[1])
         second.wait(timeout=30)
-    assert len(rows) == 20 and len({r[0] for r in rows}) == 20
+    assert len(rows) == 20
+    assert len({r[0] for r in rows}) == 20
     assert sum(1 for r in rows if r[3] == "first") == 5
     # The killed consumer's work came back and was recognised, not applied again.
     assert stats["handled"].get("duplicate", 0) >= 1
 
 
 async def _backlog_is(app: FastAPI, n: int) -> bool:
-    return await app.state.runtime.relay.backlog() == n
+    backlog: int = await app.state.runtime.relay.backlog()
+    return backlog == n
 
 
 async def test_poison_messages_go_to_dead_letters(db_url: str, kafka_broker: Any) -> None:
@@ -184,18 +208,28 @@ async def test_poison_messages_go_to_dead_letters(db_url: str, kafka_broker: Any
     app = probe_app(db_url, bootstrap)
     dlq = "probe-effects.dlq"
     before = len(await read_all(bootstrap, dlq, expect=10**9, timeout=2))
-    good = Envelope(type="probe.thing_happened", source="t", key="poison", payload={"key": "poison", "seq": 1})
+    good = Envelope(
+        type="probe.thing_happened", source="t", key="poison", payload={"key": "poison", "seq": 1}
+    )
     unknown = good.model_copy(update={"type": "probe.nobody_knows"}).model_dump_json()
-    invalid = Envelope(type="probe.thing_happened", source="t", key="poison", payload={"key": "poison", "seq": -1})
-    boom = Envelope(type="probe.thing_happened", source="t", key="poison", payload={"key": "boom", "seq": 2})
+    invalid = Envelope(
+        type="probe.thing_happened", source="t", key="poison", payload={"key": "poison", "seq": -1}
+    )
+    boom = Envelope(
+        type="probe.thing_happened", source="t", key="poison", payload={"key": "boom", "seq": 2}
+    )
     async with running(app):
-        await send_raw(bootstrap, probe.PROBE_TOPIC, [
-            (b"poison", b"this is not json"),
-            (b"poison", unknown.encode()),
-            (b"poison", invalid.to_bytes()),
-            (b"poison", boom.to_bytes()),
-            (b"poison", good.to_bytes()),  # same partition, after all the poison
-        ])
+        await send_raw(
+            bootstrap,
+            probe.PROBE_TOPIC,
+            [
+                (b"poison", b"this is not json"),
+                (b"poison", unknown.encode()),
+                (b"poison", invalid.to_bytes()),
+                (b"poison", boom.to_bytes()),
+                (b"poison", good.to_bytes()),  # same partition, after all the poison
+            ],
+        )
 
         async def good_applied() -> bool:
             return str(good.id) in await _effect_ids(app)
@@ -239,7 +273,8 @@ async def test_two_consumers_share_and_hand_over(db_url: str, kafka_broker: Any)
         for p in (a, b):
             if p is not None and p.poll() is None:
                 p.kill()
-    assert len(rows) == 600 and len({r[0] for r in rows}) == 600
+    assert len(rows) == 600
+    assert len({r[0] for r in rows}) == 600
     assert {r[3] for r in rows[300:]} <= {"a", "b"}
     assert_in_order_per_key(rows)
 
@@ -257,7 +292,8 @@ async def test_shutdown_with_broker_down_is_bounded(db_url: str, private_broker:
         private_broker.kill()
         await post_all(client, things(keys=3, per_key=3, start=3), per_request=9)
         resp = await client.get("/readyz")
-        assert resp.status_code == 503 and resp.json()["checks"]["kafka"] == "unavailable"
+        assert resp.status_code == 503
+        assert resp.json()["checks"]["kafka"] == "unavailable"
     started = time.monotonic()
     await manager.__aexit__(None, None, None)
     elapsed = time.monotonic() - started

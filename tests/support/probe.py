@@ -66,13 +66,17 @@ def make_handler(applied_by: str = "?") -> Any:
         if payload.key == "boom":
             raise RuntimeError("the handler cannot apply key 'boom'")
         uow.session.add(
-            Effect(event_id=str(envelope.id), key=payload.key, seq=payload.seq, applied_by=applied_by)
+            Effect(
+                event_id=str(envelope.id), key=payload.key, seq=payload.seq, applied_by=applied_by
+            )
         )
 
     return apply_thing
 
 
-def definition(*, consume: bool = True, applied_by: str = "?", after_db_commit: Any = None) -> ServiceDefinition:
+def definition(
+    *, consume: bool = True, applied_by: str = "?", after_db_commit: Any = None
+) -> ServiceDefinition:
     consumers = (
         [ConsumerSpec(GROUP, [PROBE_TOPIC], {"probe.thing_happened": make_handler(applied_by)})]
         if consume

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -55,10 +56,8 @@ async def main() -> None:
             if len(runner.assigned) != last:
                 last = len(runner.assigned)
                 print(f"assigned {last}", flush=True)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
-            except TimeoutError:
-                pass
         handled = {
             s.labels["outcome"]: s.value
             for m in app.state.runtime.metrics.handled.collect()

@@ -5,6 +5,8 @@ jejaring-dev kafka start [--home .data/kafka] [--port 9092]
 jejaring-dev kafka status | stop
 jejaring-dev pg start [--home .data/postgres] [--port 55432]
 jejaring-dev pg status | stop | createdb NAME
+jejaring-dev run [--database sqlite|postgresql] [--detach]   (Kafka + services + gateway)
+jejaring-dev stop | status
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from jejaring_devtools.kafka import KAFKA_VERSION, KafkaBroker, KafkaError, ensure_kafka_jars
 from jejaring_devtools.paths import RepoRootNotFoundError, data_dir
 from jejaring_devtools.postgres import PostgresError, PostgresServer
+from jejaring_devtools.stack import GATEWAY, SERVICES, Stack, StackError
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_PG_PORT = 55432
@@ -198,13 +202,93 @@ def pg_createdb(
 
 
 # =========================================================================== run
-# PLACEHOLDER: `jejaring-dev run` (start Kafka + PostgreSQL + every service + gateway)
-# is added here later by another engineer. Register it as:
-#
-#     @app.command("run")
-#     def run(...) -> None: ...
-#
-# =========================================================================== /run
+# =========================================================================== run
+
+DataOption = Annotated[
+    Path | None, typer.Option("--data", help="State folder [default: <repo>/.data]")
+]
+
+
+def _stack(data: Path | None, kafka_port: int, base_port: int, database: str) -> Stack:
+    return Stack(
+        data.resolve() if data is not None else data_dir(),
+        kafka_port=kafka_port,
+        base_port=base_port,
+        database=database,
+    )
+
+
+@app.command("run")
+def run(
+    data: DataOption = None,
+    kafka_port: Annotated[int, typer.Option(help="Kafka's port")] = DEFAULT_KAFKA_PORT,
+    base_port: Annotated[
+        int, typer.Option(help="Gateway port; services take the next four")
+    ] = 8100,
+    database: Annotated[str, typer.Option(help="sqlite or postgresql")] = "sqlite",
+    detach: Annotated[bool, typer.Option(help="Leave it running and return")] = False,
+) -> None:
+    """Start Kafka, every service and the gateway; wait until all are ready."""
+    stack = _stack(data, kafka_port, base_port, database)
+    started = time.monotonic()
+    with _friendly_errors():
+        try:
+            with console.status("starting Kafka, the services and the gateway..."):
+                stack.start()
+        except (StackError, KafkaError, PostgresError):
+            stack.stop()
+            raise
+    table = Table(title=f"Jejaring is running ({time.monotonic() - started:.1f}s to ready)")
+    table.add_column("what")
+    table.add_column("where")
+    gw = stack.url(GATEWAY)
+    table.add_row("gateway (public API)", f"{gw}/api/v1  docs: {gw}/docs")
+    for service in SERVICES:
+        url = stack.url(service)
+        table.add_row(service.name, f"{url}/readyz  {url}/metrics  {url}/docs")
+    table.add_row("event catalog", f"{stack.url(SERVICES[0])}/asyncapi.json")
+    table.add_row("kafka", stack.broker.bootstrap_servers)
+    table.add_row("logs", str(stack.log_dir))
+    console.print(table)
+    if detach:
+        console.print("stop it with [bold]make stop[/] (jejaring-dev stop)")
+        return
+    console.print("Ctrl-C stops everything.")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping..."):
+            stack.stop()
+        console.print("stopped.")
+
+
+@app.command("stop")
+def stop(
+    data: DataOption = None,
+    kafka_port: Annotated[int, typer.Option(help="Kafka's port")] = DEFAULT_KAFKA_PORT,
+    base_port: Annotated[int, typer.Option()] = 8100,
+) -> None:
+    """Stop what `run` started."""
+    with _friendly_errors():
+        _stack(data, kafka_port, base_port, "sqlite").stop()
+    console.print("stopped.")
+
+
+@app.command("status")
+def status(
+    data: DataOption = None,
+    kafka_port: Annotated[int, typer.Option(help="Kafka's port")] = DEFAULT_KAFKA_PORT,
+    base_port: Annotated[int, typer.Option()] = 8100,
+) -> None:
+    """Readiness of every service; exits 1 unless all are ready."""
+    state = _stack(data, kafka_port, base_port, "sqlite").readiness()
+    for name, value in state.items():
+        console.print(f"{name:10} {value}")
+    if not all(v == "ready" for v in state.values()):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

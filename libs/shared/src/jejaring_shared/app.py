@@ -179,8 +179,11 @@ def _ops_router(definition: ServiceDefinition) -> APIRouter:
         ready = checks["database"] == "ok" and checks["kafka"] == "ok"
         return JSONResponse(
             status_code=200 if ready else 503,
-            content={"status": "ready" if ready else "not_ready", "service": definition.name,
-                     "checks": checks},
+            content={
+                "status": "ready" if ready else "not_ready",
+                "service": definition.name,
+                "checks": checks,
+            },
         )
 
     @router.get("/metrics")

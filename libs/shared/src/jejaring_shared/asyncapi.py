@@ -96,3 +96,23 @@ def build_asyncapi(registry: EventRegistry, *, version: str = "0.1.0") -> dict[s
         "operations": operations,
         "components": components,
     }
+
+
+def main() -> None:
+    """`python -m jejaring_shared.asyncapi [PATH]`: write (or print) the document."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from .contracts import REGISTRY
+
+    text = json.dumps(build_asyncapi(REGISTRY), indent=2, sort_keys=False) + "\n"
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).parent.mkdir(parents=True, exist_ok=True)
+        Path(sys.argv[1]).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -274,7 +274,9 @@ class ConsumerRunner:
                 return "duplicate"
             await asyncio.wait_for(handler(uow, envelope, payload), self._handler_timeout_s)
             uow.session.add(
-                InboxRecord(consumer_group=self.group_id, event_id=event_id, event_type=envelope.type)
+                InboxRecord(
+                    consumer_group=self.group_id, event_id=event_id, event_type=envelope.type
+                )
             )
             try:
                 await uow.commit()
@@ -304,7 +306,12 @@ class ConsumerRunner:
         self._metrics.dead_lettered.labels(self.group_id, reason).inc()
         log.warning(
             "consumer %s: %s@%d/%d dead-lettered (%s: %s)",
-            self.group_id, msg.topic, msg.partition, msg.offset, reason, detail[:200],
+            self.group_id,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            reason,
+            detail[:200],
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -62,15 +63,12 @@ async def ensure_topics(kafka: KafkaSettings, topics: Iterable[str]) -> None:
         existing = set(await asyncio.wait_for(admin.list_topics(), kafka.request_timeout_s))
         missing = sorted(set(topics) - existing)
         if missing:
-            try:
+            # Another service may create it first; that is fine.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await asyncio.wait_for(
-                    admin.create_topics(
-                        [NewTopic(t, kafka.partitions, 1) for t in missing],
-                    ),
+                    admin.create_topics([NewTopic(t, kafka.partitions, 1) for t in missing]),
                     kafka.request_timeout_s,
                 )
-            except TopicAlreadyExistsError:
-                pass  # another service created it first
             log.info("created topics %s", missing)
     finally:
         await stop_bounded(admin, 2.0)

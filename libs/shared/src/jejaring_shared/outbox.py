@@ -19,16 +19,17 @@ from datetime import timedelta
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlmodel import col, select
 
 from .contracts import utcnow
-from .db import is_sqlite, session_factory
+from .db import is_sqlite
 from .kafka import make_producer, start_bounded, stop_bounded
 from .metrics import BackboneMetrics
 from .settings import KafkaSettings
 from .tables import OutboxRecord
 
 log = logging.getLogger(__name__)
+_OUTBOX: sa.Table = OutboxRecord.__table__  # type: ignore[attr-defined]
+_T = _OUTBOX.c
 
 
 class OutboxRelay:
@@ -45,7 +46,6 @@ class OutboxRelay:
         retention: timedelta = timedelta(days=3),
     ) -> None:
         self._engine = engine
-        self._sessions = session_factory(engine)
         self._kafka = kafka
         self._name = name
         self._metrics = metrics
@@ -84,11 +84,9 @@ class OutboxRelay:
         await self._release_leadership()
 
     async def backlog(self) -> int:
-        async with self._sessions() as session:
-            n = await session.scalar(
-                select(sa.func.count())
-                .select_from(OutboxRecord)
-                .where(col(OutboxRecord.published_at).is_(None))
+        async with self._engine.connect() as conn:
+            n = await conn.scalar(
+                sa.select(sa.func.count()).select_from(_OUTBOX).where(_T.published_at.is_(None))
             )
         return int(n or 0)
 
@@ -113,10 +111,8 @@ class OutboxRelay:
                 backoff = min(backoff * 2, self._max_backoff_s)
 
     async def _idle(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
-        except TimeoutError:
-            pass
         self._wake.clear()
 
     async def _sleep(self, seconds: float) -> None:
@@ -127,23 +123,16 @@ class OutboxRelay:
         """Publish up to one batch of pending events; return how many were published."""
         if not await self._is_leader():
             return 0
-        async with self._sessions() as session:
+        # A short read transaction: nothing is held open while we talk to Kafka.
+        async with self._engine.connect() as conn:
             rows = (
-                await session.exec(
-                    select(
-                        OutboxRecord.id,
-                        OutboxRecord.topic,
-                        OutboxRecord.key,
-                        OutboxRecord.type,
-                        OutboxRecord.event_id,
-                        OutboxRecord.body,
-                    )
-                    .where(col(OutboxRecord.published_at).is_(None))
-                    .order_by(col(OutboxRecord.id))
+                await conn.execute(
+                    sa.select(_T.id, _T.topic, _T.key, _T.type, _T.event_id, _T.body)
+                    .where(_T.published_at.is_(None))
+                    .order_by(_T.id)
                     .limit(self._batch_size)
                 )
             ).all()
-            await session.rollback()  # end the read transaction before talking to Kafka
         if not rows:
             self._metrics.outbox_backlog.set(0)
             await self._maybe_prune()
@@ -166,13 +155,10 @@ class OutboxRelay:
         await asyncio.wait_for(send_all(), timeout)
         self.kafka_ok = True
         ids = [r.id for r in rows]
-        async with self._sessions() as session:
-            await session.exec(  # type: ignore[call-overload]
-                sa.update(OutboxRecord)
-                .where(col(OutboxRecord.id).in_(ids))
-                .values(published_at=utcnow())
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(_OUTBOX).where(_T.id.in_(ids)).values(published_at=utcnow())
             )
-            await session.commit()
         self._metrics.outbox_published.inc(len(rows))
         if len(rows) < self._batch_size:
             self._metrics.outbox_backlog.set(0)
@@ -237,10 +223,7 @@ class OutboxRelay:
         if now - self._last_prune < 60:
             return
         self._last_prune = now
-        async with self._sessions() as session:
-            await session.exec(  # type: ignore[call-overload]
-                sa.delete(OutboxRecord).where(
-                    col(OutboxRecord.published_at) < utcnow() - self._retention
-                )
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.delete(_OUTBOX).where(_T.published_at < utcnow() - self._retention)
             )
-            await session.commit()

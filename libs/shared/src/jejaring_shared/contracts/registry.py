@@ -40,9 +40,7 @@ class EventRegistry:
         self._by_name: dict[str, EventType] = {}
         self._by_model: dict[type[Payload], EventType] = {}
 
-    def register(
-        self, name: str, *, topic: str, version: int = 1
-    ) -> Callable[[P], P]:
+    def register(self, name: str, *, topic: str, version: int = 1) -> Callable[[P], P]:
         """Class decorator: `@registry.register("stock.reserved", topic="stock.events")`."""
 
         def decorate(model: P) -> P:

@@ -1,4 +1,4 @@
-from jejaring_shared.migrations import run_env
 from jejaring_catalog.adapters.tables import metadata
+from jejaring_shared.migrations import run_env
 
 run_env(metadata)

@@ -9,11 +9,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from jejaring_devtools import kafka, paths
 from jejaring_devtools.cli import app
 from jejaring_devtools.kafka import KafkaBroker, new_cluster_id, render_properties
 from jejaring_devtools.postgres import PostgresServer
-from typer.testing import CliRunner
 
 
 def test_repo_root_holds_the_pom() -> None:

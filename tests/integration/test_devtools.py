@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from jejaring_devtools.kafka import KafkaBroker, KafkaError
 from jejaring_devtools.postgres import PostgresServer
 

@@ -1,0 +1,168 @@
+"""The whole system on one machine: Kafka, every service and the gateway.
+
+`jejaring-dev run` (and so `make run`) uses it, and so does the end-to-end test, so what
+the test proves is what a developer starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ._proc import pid_alive, read_pid, signal_group, tail, wait_gone
+from .kafka import KafkaBroker
+from .postgres import PostgresServer
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    target: str
+    port_offset: int
+
+    @property
+    def env_prefix(self) -> str:
+        return f"JEJARING_{self.name.upper()}_"
+
+
+SERVICES = (
+    Service("catalog", "jejaring_catalog.entrypoints.app:create_app", 1),
+    Service("stock", "jejaring_stock.entrypoints.app:create_app", 2),
+    Service("transfer", "jejaring_transfer.entrypoints.app:create_app", 3),
+    Service("supplier", "jejaring_supplier.entrypoints.app:create_app", 4),
+)
+GATEWAY = Service("gateway", "jejaring_gateway.entrypoints.app:create_app", 0)
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class Stack:
+    """Processes live in their own sessions; pid files in <data>/run let `stop` find them."""
+
+    def __init__(
+        self,
+        data: Path,
+        *,
+        kafka_port: int = 9092,
+        base_port: int = 8100,
+        database: str = "sqlite",
+        pg_port: int = 55432,
+    ) -> None:
+        if database not in ("sqlite", "postgresql"):
+            raise StackError(f"database must be sqlite or postgresql, not {database!r}")
+        self.data = data.resolve()
+        self.base_port = base_port
+        self.database = database
+        self.broker = KafkaBroker(self.data / "kafka", port=kafka_port)
+        self.postgres = PostgresServer(self.data / "postgres", port=pg_port)
+        self.run_dir = self.data / "run"
+        self.log_dir = self.data / "logs"
+
+    def url(self, service: Service) -> str:
+        return f"http://127.0.0.1:{self.base_port + service.port_offset}"
+
+    def _database_url(self, service: Service) -> str:
+        if self.database == "postgresql":
+            return self.postgres.create_database(f"jejaring_{service.name}")
+        return f"sqlite+aiosqlite:///{self.data / 'db' / service.name}.db"
+
+    def _env(self, service: Service) -> dict[str, str]:
+        env = dict(os.environ)
+        env["JEJARING_KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
+        if service is GATEWAY:
+            for s in SERVICES:
+                env[f"JEJARING_GATEWAY_{s.name.upper()}_URL"] = self.url(s)
+        else:
+            env[f"{service.env_prefix}DATABASE_URL"] = self._database_url(service)
+        env[f"{service.env_prefix}PORT"] = str(self.base_port + service.port_offset)
+        return env
+
+    def _spawn(self, service: Service) -> None:
+        pid_file = self.run_dir / f"{service.name}.pid"
+        pid = read_pid(pid_file)
+        if pid is not None and pid_alive(pid):
+            return  # already running
+        log = (self.log_dir / f"{service.name}.log").open("ab")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                service.target,
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.base_port + service.port_offset),
+                "--no-access-log",
+            ],
+            env=self._env(service),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.data,
+        )
+        log.close()
+        pid_file.write_text(str(proc.pid))
+
+    def start(self, timeout: float = 120) -> None:
+        for d in (self.run_dir, self.log_dir, self.data / "db"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.broker.start(detach=True)
+        if self.database == "postgresql":
+            self.postgres.start()
+        for service in (*SERVICES, GATEWAY):
+            self._spawn(service)
+        self.wait_ready(timeout)
+
+    def readiness(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for service in (*SERVICES, GATEWAY):
+            try:
+                resp = httpx.get(f"{self.url(service)}/readyz", timeout=5.0)
+                out[service.name] = str(resp.json().get("status"))
+            except (httpx.HTTPError, ValueError) as exc:
+                out[service.name] = f"down ({type(exc).__name__})"
+        return out
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        state: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            state = self.readiness()
+            if all(v == "ready" for v in state.values()):
+                return
+            for service in (*SERVICES, GATEWAY):
+                pid = read_pid(self.run_dir / f"{service.name}.pid")
+                if pid is None or not pid_alive(pid):
+                    raise StackError(
+                        f"{service.name} exited; its log:\n"
+                        + tail(self.log_dir / f"{service.name}.log")
+                    )
+            time.sleep(0.5)
+        raise StackError(f"not ready after {timeout:.0f}s: {state}")
+
+    def stop(self, timeout: float = 15) -> None:
+        for service in (GATEWAY, *SERVICES):
+            pid_file = self.run_dir / f"{service.name}.pid"
+            pid = read_pid(pid_file)
+            if pid is not None and pid_alive(pid):
+                signal_group(pid, signal.SIGTERM)
+                if not wait_gone(pid, timeout):
+                    signal_group(pid, signal.SIGKILL)
+                    wait_gone(pid, 5)
+            pid_file.unlink(missing_ok=True)
+        if self.broker.is_running():
+            self.broker.stop()
+        if self.postgres.is_running():
+            self.postgres.stop()

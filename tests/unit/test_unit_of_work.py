@@ -1,0 +1,104 @@
+"""The unit of work and the outbox on SQLite: state and events commit together or not at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jejaring_shared import migrations
+from jejaring_shared.db import UnitOfWorkFactory, create_engine
+from jejaring_shared.metrics import BackboneMetrics
+from jejaring_shared.outbox import OutboxRelay
+from jejaring_shared.settings import KafkaSettings
+from support import probe
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncEngine:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/u.db")
+    await migrations.upgrade(engine, "support.probe_migrations")
+    return engine
+
+
+async def outbox_rows(engine: AsyncEngine) -> list[tuple[str, str, str]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.text("SELECT type, key, topic FROM outbox ORDER BY id"))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def test_commit_writes_state_and_events_together(engine: AsyncEngine) -> None:
+    woken: list[bool] = []
+    uows = UnitOfWorkFactory(
+        engine, source="probe", registry=probe.REGISTRY, on_commit=lambda: woken.append(True)
+    )
+    async with uows() as uow:
+        uow.session.add(probe.Effect(event_id="e", key="k", seq=1))
+        env = uow.publish(probe.ThingHappened(key="k", seq=1), key="k", correlation_id="req-1")
+        await uow.commit()
+    assert await outbox_rows(engine) == [("probe.thing_happened", "k", probe.PROBE_TOPIC)]
+    assert len(await probe.effects(engine)) == 1
+    assert env.correlation_id == "req-1" and env.source == "probe"
+    assert woken == [True]
+
+
+async def test_without_commit_nothing_is_written(engine: AsyncEngine) -> None:
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    async with uows() as uow:
+        uow.session.add(probe.Effect(event_id="e", key="k", seq=1))
+        uow.publish(probe.ThingHappened(key="k", seq=1), key="k")
+    assert await outbox_rows(engine) == []
+    assert await probe.effects(engine) == []
+
+
+async def test_an_error_rolls_back_state_and_events(engine: AsyncEngine) -> None:
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    with pytest.raises(RuntimeError):
+        async with uows() as uow:
+            uow.session.add(probe.Effect(event_id="e", key="k", seq=1))
+            uow.publish(probe.ThingHappened(key="k", seq=1), key="k")
+            raise RuntimeError("boom")
+    assert await outbox_rows(engine) == []
+    assert await probe.effects(engine) == []
+
+
+async def test_caused_events_carry_correlation_and_causation(engine: AsyncEngine) -> None:
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    async with uows() as uow:
+        first = uow.publish(probe.ThingHappened(key="k", seq=1), key="k", correlation_id="req-9")
+        second = uow.publish(probe.ThingHappened(key="k", seq=2), key="k", cause=first)
+        await uow.commit()
+    assert second.correlation_id == "req-9"
+    assert second.causation_id == first.id
+    assert second.traceparent == first.traceparent
+
+
+async def test_migrations_are_idempotent(engine: AsyncEngine) -> None:
+    await migrations.upgrade(engine, "support.probe_migrations")
+    async with engine.connect() as conn:
+        version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+    assert version == "0001"
+
+
+async def test_relay_with_kafka_unreachable_keeps_events_and_stops_fast(
+    engine: AsyncEngine,
+) -> None:
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    async with uows() as uow:
+        uow.publish(probe.ThingHappened(key="k", seq=1), key="k")
+        await uow.commit()
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", request_timeout_s=1.0)
+    relay = OutboxRelay(engine, kafka, name="probe", metrics=BackboneMetrics("probe"))
+    with pytest.raises(Exception):  # noqa: B017 (any Kafka connection error)
+        await relay.publish_batch()
+    assert await relay.backlog() == 1
+    assert await relay.check_kafka(0.5) is False
+    relay.start()
+    import time
+
+    started = time.monotonic()
+    await relay.stop(timeout_s=3.0)
+    assert time.monotonic() - started < 5
+    assert await relay.backlog() == 1
