@@ -68,19 +68,36 @@ async def effect_count(app: FastAPI) -> int:
 async def test_writes_while_broker_down_arrive_once_in_order(
     db_url: str, private_broker: Any
 ) -> None:
-    private_broker.stop()
     app = probe_app(db_url, private_broker.bootstrap_servers)
-    items = things(keys=25, per_key=200)  # 5,000 events
     async with running(app) as client:
-        await post_all(client, items, per_request=10)  # every write succeeds with Kafka down
+        # Running normally first, so producer and consumer must survive the outage.
+        await post_all(client, things(keys=25, per_key=4), per_request=100)
+        await wait_until(lambda: _count_at_least(app, 100), what="100 effects before")
+        await asyncio.to_thread(private_broker.stop)
+        # 5,000 events while the broker is down: every write succeeds.
+        await post_all(client, things(keys=25, per_key=200, start=4), per_request=10)
         assert await app.state.runtime.relay.backlog() == 5000
         await asyncio.to_thread(private_broker.start)
-        await wait_until(lambda: _count_at_least(app, 5000), timeout=180, what="5,000 effects")
+        await wait_until(lambda: _count_at_least(app, 5100), timeout=180, what="5,100 effects")
         await asyncio.sleep(1.0)  # anything extra would show up now
         rows = await probe.effects(app.state.runtime.engine)
         assert await app.state.runtime.relay.backlog() == 0
-    assert len(rows) == 5000
-    assert len({r[0] for r in rows}) == 5000
+    assert len(rows) == 5100
+    assert len({r[0] for r in rows}) == 5100
+    assert_in_order_per_key(rows)
+
+
+async def test_service_started_while_broker_down_catches_up(
+    db_url: str, private_broker: Any
+) -> None:
+    private_broker.stop()
+    app = probe_app(db_url, private_broker.bootstrap_servers)
+    async with running(app) as client:
+        await post_all(client, things(keys=5, per_key=20), per_request=20)
+        await asyncio.to_thread(private_broker.start)
+        await wait_until(lambda: _count_at_least(app, 100), timeout=120, what="100 effects")
+        rows = await probe.effects(app.state.runtime.engine)
+    assert len({r[0] for r in rows}) == len(rows) == 100
     assert_in_order_per_key(rows)
 
 

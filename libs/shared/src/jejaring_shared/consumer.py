@@ -91,6 +91,9 @@ class ConsumerRunner:
         self._task: asyncio.Task[None] | None = None
         self.assigned: set[TopicPartition] = set()
         self.last_poll: float = 0.0
+        self._progress = 0  # messages processed, for the stall watchdog
+        self._watch: tuple[float, int] = (time.monotonic(), 0)
+        self.stall_check_s = 15.0
         self.kafka_ok = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -160,6 +163,8 @@ class ConsumerRunner:
                 if batch:
                     async with self._lock:  # a rebalance waits for the batch to be committed
                         await self._process_batch(consumer, batch)
+                elif await self._stalled(consumer):
+                    raise RuntimeError("no progress while messages are waiting; restarting")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -169,6 +174,27 @@ class ConsumerRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _stalled(self, consumer: AIOKafkaConsumer) -> bool:
+        """Watchdog: after a whole-cluster restart a consumer may stop fetching without an
+        error (aiokafka #703/#1133). If messages wait and none were processed for a while,
+        the caller rebuilds the consumer."""
+        now = time.monotonic()
+        since, seen = self._watch
+        if now - since < self.stall_check_s:
+            return False
+        self._watch = (now, self._progress)
+        if self._progress != seen or not self.assigned:
+            return False
+        timeout = self._kafka.request_timeout_s
+        parts = sorted(self.assigned)
+        ends = await asyncio.wait_for(consumer.end_offsets(parts), timeout)
+        for tp in parts:
+            position = await asyncio.wait_for(consumer.position(tp), timeout)
+            if ends.get(tp, 0) > position:
+                log.warning("consumer %s: stalled on %s at %d", self.group_id, tp, position)
+                return True
+        return False
 
     async def _process_batch(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
@@ -181,6 +207,7 @@ class ConsumerRunner:
                 if self._stopping.is_set() and done is not None:
                     break
                 await self._process(msg)
+                self._progress += 1
                 done = msg.offset + 1
             if done is not None:
                 await self._commit(consumer, {tp: done})
