@@ -60,7 +60,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object | Non
     server.stop()
 
 
-async def _create_pg_database(pg_server: object | None) -> str:
+async def create_pg_database(pg_server: object | None) -> str:
     name = f"t_{uuid.uuid4().hex[:12]}"
     base = os.environ.get("TEST_DATABASE_URL")
     if base is None:
@@ -86,4 +86,10 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield f"sqlite+aiosqlite:///{tmp_path}/test.db"
     else:
         pg = request.getfixturevalue("pg_server")
-        yield await _create_pg_database(pg)
+        yield await create_pg_database(pg)
+
+
+@pytest.fixture
+async def pg_database_url(pg_server: object | None) -> str:
+    """A fresh, empty PostgreSQL database (for tests about PostgreSQL only)."""
+    return await create_pg_database(pg_server)

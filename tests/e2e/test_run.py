@@ -40,7 +40,7 @@ def test_run_brings_everything_up_ready(tmp_path: Path) -> None:
     )
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        assert f"http://127.0.0.1:{base}/api/v1" in started.stdout
+        assert f"http://127.0.0.1:{base}/readyz" in started.stdout
         for offset, name in enumerate(["gateway", "catalog", "stock", "transfer", "supplier"]):
             resp = httpx.get(f"http://127.0.0.1:{base + offset}/readyz", timeout=10)
             assert resp.status_code == 200, (name, resp.text)

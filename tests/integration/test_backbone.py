@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -28,6 +30,12 @@ from support.wait import wait_until
 TESTS = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def topic() -> str:
+    """A topic (and so a consumer group) of this test's own on the shared broker."""
+    return f"probe.t{uuid.uuid4().hex[:10]}"
+
+
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
@@ -36,8 +44,10 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-def probe_app(db_url: str, bootstrap: str, **kw: Any) -> FastAPI:
-    return create_service_app(probe.definition(**kw), probe.settings(db_url, bootstrap))
+def probe_app(db_url: str, bootstrap: str, topic: str, **kw: Any) -> FastAPI:
+    return create_service_app(
+        probe.definition(topic=topic, **kw), probe.settings(db_url, bootstrap)
+    )
 
 
 def things(keys: int, per_key: int, start: int = 0) -> list[dict[str, Any]]:
@@ -66,9 +76,9 @@ async def effect_count(app: FastAPI) -> int:
 
 
 async def test_writes_while_broker_down_arrive_once_in_order(
-    db_url: str, private_broker: Any
+    db_url: str, private_broker: Any, topic: str
 ) -> None:
-    app = probe_app(db_url, private_broker.bootstrap_servers)
+    app = probe_app(db_url, private_broker.bootstrap_servers, topic)
     async with running(app) as client:
         # Running normally first, so producer and consumer must survive the outage.
         await post_all(client, things(keys=25, per_key=4), per_request=100)
@@ -88,10 +98,10 @@ async def test_writes_while_broker_down_arrive_once_in_order(
 
 
 async def test_service_started_while_broker_down_catches_up(
-    db_url: str, private_broker: Any
+    db_url: str, private_broker: Any, topic: str
 ) -> None:
     private_broker.stop()
-    app = probe_app(db_url, private_broker.bootstrap_servers)
+    app = probe_app(db_url, private_broker.bootstrap_servers, topic)
     async with running(app) as client:
         await post_all(client, things(keys=5, per_key=20), per_request=20)
         await asyncio.to_thread(private_broker.start)
@@ -105,20 +115,16 @@ async def _count_at_least(app: FastAPI, n: int) -> bool:
     return await effect_count(app) >= n
 
 
-async def test_replayed_events_apply_once(db_url: str, kafka_broker: Any) -> None:
-    app = probe_app(db_url, kafka_broker.bootstrap_servers)
+async def test_replayed_events_apply_once(db_url: str, kafka_broker: Any, topic: str) -> None:
+    app = probe_app(db_url, kafka_broker.bootstrap_servers, topic)
     async with running(app) as client:
         await post_all(client, things(keys=10, per_key=20), per_request=50)
         await wait_until(lambda: _count_at_least(app, 200), what="200 effects")
         # Deliver every event a second time, exactly as the relay sent it.
-        published = await read_all(
-            kafka_broker.bootstrap_servers, probe.PROBE_TOPIC, expect=10**9, timeout=3
-        )
+        published = await read_all(kafka_broker.bootstrap_servers, topic, expect=10**9, timeout=3)
         mine = [m for m in published if _event_id(m) in await _effect_ids(app)]
         assert len(mine) == 200
-        await send_raw(
-            kafka_broker.bootstrap_servers, probe.PROBE_TOPIC, [(m.key, m.value) for m in mine]
-        )
+        await send_raw(kafka_broker.bootstrap_servers, topic, [(m.key, m.value) for m in mine])
         metrics = app.state.runtime.metrics
 
         async def duplicates_seen() -> bool:
@@ -147,7 +153,7 @@ def _sample(metric: Any, **labels: str) -> float:
 
 
 def spawn_consumer(
-    db_url: str, bootstrap: str, name: str, kill_after: int = 0
+    db_url: str, bootstrap: str, topic: str, name: str, kill_after: int = 0
 ) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     return subprocess.Popen(
@@ -159,6 +165,8 @@ def spawn_consumer(
             db_url,
             "--bootstrap",
             bootstrap,
+            "--topic",
+            topic,
             "--name",
             name,
             "--kill-after-commits",
@@ -187,20 +195,22 @@ async def read_line_until(proc: subprocess.Popen[str], prefix: str, timeout: flo
     raise AssertionError(f"no line starting {prefix!r}; output:\n{''.join(seen[-40:])}")
 
 
-async def test_sigkill_between_db_commit_and_offset_commit(db_url: str, kafka_broker: Any) -> None:
+async def test_sigkill_between_db_commit_and_offset_commit(
+    db_url: str, kafka_broker: Any, topic: str
+) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     # Write and publish 20 events; nobody consumes them in this process.
-    app = probe_app(db_url, bootstrap, consume=False)
+    app = probe_app(db_url, bootstrap, topic, consume=False)
     async with running(app) as client:
         await post_all(client, things(keys=4, per_key=5), per_request=20)
         await wait_until(lambda: _backlog_is(app, 0), what="events published")
         engine_url = db_url
-    first = spawn_consumer(engine_url, bootstrap, "first", kill_after=5)
+    first = spawn_consumer(engine_url, bootstrap, topic, "first", kill_after=5)
     assert first.wait(timeout=90) == -signal.SIGKILL
-    second = spawn_consumer(engine_url, bootstrap, "second")
+    second = spawn_consumer(engine_url, bootstrap, topic, "second")
     try:
         await read_line_until(second, "assigned 6")
-        app2 = probe_app(db_url, bootstrap, consume=False)
+        app2 = probe_app(db_url, bootstrap, topic, consume=False)
         async with running(app2):
             await wait_until(lambda: _count_at_least(app2, 20), what="20 effects")
             rows = await probe.effects(app2.state.runtime.engine)
@@ -220,10 +230,12 @@ async def _backlog_is(app: FastAPI, n: int) -> bool:
     return backlog == n
 
 
-async def test_poison_messages_go_to_dead_letters(db_url: str, kafka_broker: Any) -> None:
+async def test_poison_messages_go_to_dead_letters(
+    db_url: str, kafka_broker: Any, topic: str
+) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    app = probe_app(db_url, bootstrap)
-    dlq = "probe-effects.dlq"
+    app = probe_app(db_url, bootstrap, topic)
+    dlq = probe.group_for(topic) + ".dlq"
     before = len(await read_all(bootstrap, dlq, expect=10**9, timeout=2))
     good = Envelope(
         type="probe.thing_happened", source="t", key="poison", payload={"key": "poison", "seq": 1}
@@ -238,7 +250,7 @@ async def test_poison_messages_go_to_dead_letters(db_url: str, kafka_broker: Any
     async with running(app):
         await send_raw(
             bootstrap,
-            probe.PROBE_TOPIC,
+            topic,
             [
                 (b"poison", b"this is not json"),
                 (b"poison", unknown.encode()),
@@ -257,22 +269,24 @@ async def test_poison_messages_go_to_dead_letters(db_url: str, kafka_broker: Any
     assert reasons == ["unparseable", "unknown_type", "invalid_payload", "handler_failed"]
     for m in letters:
         headers = dict(m.headers)
-        assert headers["dlq_topic"] == probe.PROBE_TOPIC.encode()
+        assert headers["dlq_topic"] == topic.encode()
         assert headers["dlq_error"]
     assert b"boom" in letters[3].value
     assert b"cannot apply" in dict(letters[3].headers)["dlq_error"]
 
 
-async def test_two_consumers_share_and_hand_over(db_url: str, kafka_broker: Any) -> None:
+async def test_two_consumers_share_and_hand_over(
+    db_url: str, kafka_broker: Any, topic: str
+) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    a = spawn_consumer(db_url, bootstrap, "a")
+    a = spawn_consumer(db_url, bootstrap, topic, "a")
     b = None
     try:
         await read_line_until(a, "assigned 6")
-        b = spawn_consumer(db_url, bootstrap, "b")
+        b = spawn_consumer(db_url, bootstrap, topic, "b")
         await read_line_until(b, "assigned 3")
         await read_line_until(a, "assigned 3")
-        app = probe_app(db_url, bootstrap, consume=False)
+        app = probe_app(db_url, bootstrap, topic, consume=False)
         async with running(app) as client:
             await post_all(client, things(keys=30, per_key=10), per_request=100)
             await wait_until(lambda: _count_at_least(app, 300), what="300 effects")
@@ -296,8 +310,10 @@ async def test_two_consumers_share_and_hand_over(db_url: str, kafka_broker: Any)
     assert_in_order_per_key(rows)
 
 
-async def test_shutdown_with_broker_down_is_bounded(db_url: str, private_broker: Any) -> None:
-    app = probe_app(db_url, private_broker.bootstrap_servers)
+async def test_shutdown_with_broker_down_is_bounded(
+    db_url: str, private_broker: Any, topic: str
+) -> None:
+    app = probe_app(db_url, private_broker.bootstrap_servers, topic)
     manager = LifespanManager(app, startup_timeout=60, shutdown_timeout=60)
     await manager.__aenter__()
     runner = app.state.runtime.consumers[0]

@@ -7,6 +7,7 @@ checked end to end: exactly once as effects, in order per key.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -21,16 +22,29 @@ from jejaring_shared.db import UnitOfWork
 from jejaring_shared.settings import ServiceSettings
 
 PROBE_TOPIC = "probe.things"
-GROUP = "probe-effects"
-REGISTRY = EventRegistry()
 
 
-@REGISTRY.register("probe.thing_happened", topic=PROBE_TOPIC)
 class ThingHappened(Payload):
     """A numbered thing happened to a key."""
 
     key: str = Field(max_length=100)
     seq: int = Field(ge=0)
+
+
+@functools.cache
+def registry_for(topic: str) -> EventRegistry:
+    """Tests sharing a broker each use a topic of their own, so none sees another's events."""
+    registry = EventRegistry()
+    registry.register("probe.thing_happened", topic=topic)(ThingHappened)
+    return registry
+
+
+def group_for(topic: str) -> str:
+    return topic.replace(".", "-") + "-effects"
+
+
+REGISTRY = registry_for(PROBE_TOPIC)
+GROUP = group_for(PROBE_TOPIC)
 
 
 class Effect(SQLModel, table=True):
@@ -75,20 +89,21 @@ def make_handler(applied_by: str = "?") -> Any:
 
 
 def definition(
-    *, consume: bool = True, applied_by: str = "?", after_db_commit: Any = None
+    *,
+    topic: str = PROBE_TOPIC,
+    consume: bool = True,
+    applied_by: str = "?",
+    after_db_commit: Any = None,
 ) -> ServiceDefinition:
-    consumers = (
-        [ConsumerSpec(GROUP, [PROBE_TOPIC], {"probe.thing_happened": make_handler(applied_by)})]
-        if consume
-        else []
-    )
+    handlers = {"probe.thing_happened": make_handler(applied_by)}
+    consumers = [ConsumerSpec(group_for(topic), [topic], handlers)] if consume else []
     return ServiceDefinition(
         name="probe",
         migrations_package="support.probe_migrations",
         routers=[router],
         consumers=consumers,
-        topics=[PROBE_TOPIC],
-        registry=REGISTRY,
+        topics=[topic],
+        registry=registry_for(topic),
         after_db_commit=after_db_commit,
     )
 

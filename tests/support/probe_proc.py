@@ -26,6 +26,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
     ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--topic", default=probe.PROBE_TOPIC)
     ap.add_argument("--name", default="p")
     ap.add_argument("--kill-after-commits", type=int, default=0)
     args = ap.parse_args()
@@ -41,7 +42,7 @@ async def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     app = create_service_app(
-        probe.definition(applied_by=args.name, after_db_commit=after_db_commit),
+        probe.definition(topic=args.topic, applied_by=args.name, after_db_commit=after_db_commit),
         probe.settings(args.db, args.bootstrap),
     )
     stop = asyncio.Event()

@@ -92,7 +92,7 @@ async def test_relay_with_kafka_unreachable_keeps_events_and_stops_fast(
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", request_timeout_s=1.0)
     relay = OutboxRelay(engine, kafka, name="probe", metrics=BackboneMetrics("probe"))
     with pytest.raises(Exception):  # noqa: B017 (any Kafka connection error)
-        await relay.publish_batch()
+        await relay.publish_pending()
     assert await relay.backlog() == 1
     assert await relay.check_kafka(0.5) is False
     relay.start()

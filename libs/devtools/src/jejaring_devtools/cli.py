@@ -242,7 +242,7 @@ def run(
     table.add_column("what")
     table.add_column("where")
     gw = stack.url(GATEWAY)
-    table.add_row("gateway (public API)", f"{gw}/api/v1  docs: {gw}/docs")
+    table.add_row("gateway", f"{gw}/readyz  {gw}/docs")
     for service in SERVICES:
         url = stack.url(service)
         table.add_row(service.name, f"{url}/readyz  {url}/metrics  {url}/docs")

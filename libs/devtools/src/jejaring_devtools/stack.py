@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from ._proc import pid_alive, read_pid, signal_group, tail, wait_gone
+from ._proc import cmdline_matches, read_pid, signal_group, tail, wait_gone
 from .kafka import KafkaBroker
 from .postgres import PostgresServer
 
@@ -83,13 +83,18 @@ class Stack:
                 env[f"JEJARING_GATEWAY_{s.name.upper()}_URL"] = self.url(s)
         else:
             env[f"{service.env_prefix}DATABASE_URL"] = self._database_url(service)
-        env[f"{service.env_prefix}PORT"] = str(self.base_port + service.port_offset)
         return env
+
+    def _pid(self, service: Service) -> int | None:
+        """The service's pid if it is running; a reused pid of another program is not it."""
+        pid = read_pid(self.run_dir / f"{service.name}.pid")
+        if pid is not None and cmdline_matches(pid, ["uvicorn", service.target]):
+            return pid
+        return None
 
     def _spawn(self, service: Service) -> None:
         pid_file = self.run_dir / f"{service.name}.pid"
-        pid = read_pid(pid_file)
-        if pid is not None and pid_alive(pid):
+        if self._pid(service) is not None:
             return  # already running
         log = (self.log_dir / f"{service.name}.log").open("ab")
         proc = subprocess.Popen(
@@ -143,8 +148,7 @@ class Stack:
             if all(v == "ready" for v in state.values()):
                 return
             for service in (*SERVICES, GATEWAY):
-                pid = read_pid(self.run_dir / f"{service.name}.pid")
-                if pid is None or not pid_alive(pid):
+                if self._pid(service) is None:
                     raise StackError(
                         f"{service.name} exited; its log:\n"
                         + tail(self.log_dir / f"{service.name}.log")
@@ -155,8 +159,8 @@ class Stack:
     def stop(self, timeout: float = 15) -> None:
         for service in (GATEWAY, *SERVICES):
             pid_file = self.run_dir / f"{service.name}.pid"
-            pid = read_pid(pid_file)
-            if pid is not None and pid_alive(pid):
+            pid = self._pid(service)
+            if pid is not None:
                 signal_group(pid, signal.SIGTERM)
                 if not wait_gone(pid, timeout):
                     signal_group(pid, signal.SIGKILL)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -97,6 +98,7 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
             batch_size=settings.relay_batch_size,
             idle_poll_s=settings.relay_idle_poll_s,
             max_backoff_s=settings.relay_max_backoff_s,
+            retention=timedelta(hours=settings.outbox_retention_hours),
         )
         uow = UnitOfWorkFactory(
             engine, source=definition.name, on_commit=relay.wake, registry=definition.registry

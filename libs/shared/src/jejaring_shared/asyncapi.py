@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from .contracts import Envelope, EventRegistry
-from .contracts.topics import CATALOG_EVENTS
 
 _SERVERS = {
     "local": {
@@ -85,9 +84,9 @@ def build_asyncapi(registry: EventRegistry, *, version: str = "0.1.0") -> dict[s
             "title": "Jejaring events",
             "version": version,
             "description": (
-                "Every event travels in the Envelope; the key is the aggregate "
-                f"(e.g. outlet_id:sku), so one aggregate's events stay in order "
-                f"(e.g. on {CATALOG_EVENTS}). Consumers de-duplicate by envelope id."
+                "Every event travels in the Envelope. The Kafka key is the aggregate "
+                "(outlet_id:sku for stock, the request id for transfers), so one "
+                "aggregate's events stay in order. Consumers de-duplicate by envelope id."
             ),
         },
         "defaultContentType": "application/json",

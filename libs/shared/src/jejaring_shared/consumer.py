@@ -12,7 +12,6 @@ unreachable) are retried without dead-lettering: nothing is lost while a depende
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import traceback
@@ -33,11 +32,16 @@ from .kafka import make_producer, start_bounded, stop_bounded
 from .metrics import BackboneMetrics
 from .settings import KafkaSettings
 from .tables import InboxRecord
+from .tasks import finish, sleep_unless
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
 """async def handle(uow, envelope, payload) -> None; must not commit (the runner does)."""
+
+
+class HandlerTimeout(Exception):
+    """The handler overran its bound: a fault of the message's handling, not a dependency."""
 
 
 class _Poison(Exception):
@@ -104,13 +108,7 @@ class ConsumerRunner:
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the message in hand, commit its offset, leave the group; bounded."""
         self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+        await finish(self._task, timeout_s)
         await self._drop_clients()
 
     async def _drop_clients(self) -> None:
@@ -134,11 +132,15 @@ class ConsumerRunner:
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=2_000,
                 max_poll_interval_ms=300_000,
-                request_timeout_ms=int(self._kafka.request_timeout_s * 1000),
+                # A JoinGroup waits for departed members' sessions to expire: a short request
+                # timeout would abandon the join, and a rejoin as a new member waits again.
+                request_timeout_ms=max(40_000, int(self._kafka.request_timeout_s * 1000)),
             )
             consumer.subscribe(self.topics, listener=_Listener(self))
             try:
-                await asyncio.wait_for(consumer.start(), self._kafka.request_timeout_s)
+                # start() includes joining the group, which may wait for a departed member's
+                # session to expire; stop() still cancels it at once.
+                await asyncio.wait_for(consumer.start(), 90.0)
             except BaseException:
                 await stop_bounded(consumer, 2.0)
                 raise
@@ -169,10 +171,13 @@ class ConsumerRunner:
                 raise
             except Exception as exc:
                 self.kafka_ok = False
-                log.warning("consumer %s: %s; restarting in %.1fs", self.group_id, exc, backoff)
-                await self._drop_clients()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                if isinstance(exc, KafkaError) and exc.retriable:
+                    # Keep the client (and its group membership); aiokafka recovers itself.
+                    log.info("consumer %s: %r; retrying in %.1fs", self.group_id, exc, backoff)
+                else:
+                    log.warning("consumer %s: %r; restarting in %.1fs", self.group_id, exc, backoff)
+                    await self._drop_clients()
+                await sleep_unless(self._stopping, backoff)
                 backoff = min(backoff * 2, 5.0)
 
     async def _stalled(self, consumer: AIOKafkaConsumer) -> bool:
@@ -281,7 +286,13 @@ class ConsumerRunner:
             raise _Poison("unknown_type", f"no contract for event type {envelope.type!r}")
         if envelope.type not in self._handlers:
             return None, None
-        model = self._registry.get(envelope.type).model
+        event_type = self._registry.get(envelope.type)
+        if envelope.version > event_type.version:
+            raise _Poison(
+                "unsupported_version",
+                f"{envelope.type} v{envelope.version}; this consumer knows v{event_type.version}",
+            )
+        model = event_type.model
         try:
             payload = model.model_validate(envelope.payload)
         except ValidationError as exc:
@@ -299,7 +310,11 @@ class ConsumerRunner:
             )
             if seen.first() is not None:
                 return "duplicate"
-            await asyncio.wait_for(handler(uow, envelope, payload), self._handler_timeout_s)
+            try:
+                await asyncio.wait_for(handler(uow, envelope, payload), self._handler_timeout_s)
+            except TimeoutError:
+                # TimeoutError is an OSError; keep it from looking like a dependency outage.
+                raise HandlerTimeout(f"handler took over {self._handler_timeout_s:.0f}s") from None
             uow.session.add(
                 InboxRecord(
                     consumer_group=self.group_id, event_id=event_id, event_type=envelope.type

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -128,11 +129,21 @@ class UnitOfWork:
         session = self.session
         events = list(self._pending)
         if events:
-            session.add_all(
+            # One multi-row insert through Core: the relay never needs these as ORM objects.
+            conn = await session.connection()
+            await conn.execute(
+                sa.insert(OutboxRecord.__table__),  # type: ignore[attr-defined]
                 [
-                    OutboxRecord.from_envelope(e, topic=self._registry.get(e.type).topic)
+                    {
+                        "event_id": str(e.id),
+                        "topic": self._registry.get(e.type).topic,
+                        "key": e.key,
+                        "type": e.type,
+                        "body": e.model_dump_json(),
+                        "created_at": e.occurred_at,
+                    }
                     for e in events
-                ]
+                ],
             )
         await session.commit()
         self._pending.clear()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -85,6 +89,19 @@ def install_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ] or [ErrorDetail(code="invalid", message="invalid request")]
         return _body(422, details)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_req: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("database error: %s", exc)
+        return _body(
+            503,
+            [ErrorDetail(code="database_unavailable", message="the database is not available")],
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _body(500, [ErrorDetail(code="internal_error", message="internal error")])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

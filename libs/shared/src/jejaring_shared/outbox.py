@@ -14,7 +14,10 @@ import contextlib
 import logging
 import random
 import zlib
+from collections import deque
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
@@ -26,6 +29,7 @@ from .kafka import make_producer, start_bounded, stop_bounded
 from .metrics import BackboneMetrics
 from .settings import KafkaSettings
 from .tables import OutboxRecord
+from .tasks import finish, sleep_unless
 
 log = logging.getLogger(__name__)
 _OUTBOX: sa.Table = OutboxRecord.__table__  # type: ignore[attr-defined]
@@ -40,7 +44,8 @@ class OutboxRelay:
         *,
         name: str,
         metrics: BackboneMetrics,
-        batch_size: int = 500,
+        batch_size: int = 1000,
+        pipeline_depth: int = 3,
         idle_poll_s: float = 0.5,
         max_backoff_s: float = 5.0,
         retention: timedelta = timedelta(days=3),
@@ -50,6 +55,7 @@ class OutboxRelay:
         self._name = name
         self._metrics = metrics
         self._batch_size = batch_size
+        self._pipeline_depth = pipeline_depth
         self._idle_poll_s = idle_poll_s
         self._max_backoff_s = max_backoff_s
         self._retention = retention
@@ -58,6 +64,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._leader_conn: AsyncConnection | None = None
+        self._lock_key = zlib.crc32(f"jejaring-outbox-relay:{name}".encode())
         self._last_prune = 0.0
         self._producer_lock = asyncio.Lock()
         self.kafka_ok = False
@@ -73,13 +80,7 @@ class OutboxRelay:
     async def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping.set()
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+        await finish(self._task, timeout_s)
         await self._drop_producer()
         await self._release_leadership()
 
@@ -94,20 +95,21 @@ class OutboxRelay:
         backoff = 0.1
         while not self._stopping.is_set():
             try:
-                sent = await self.publish_batch()
+                await self.publish_pending()
                 backoff = 0.1
-                if sent < self._batch_size:
-                    await self._idle()
+                await self._idle()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.kafka_ok = False
                 self._metrics.outbox_publish_errors.inc()
+                with contextlib.suppress(Exception):  # the database may be down too
+                    self._metrics.outbox_backlog.set(await self.backlog())
                 log.warning("outbox relay %s: %s; retrying in %.1fs", self._name, exc, backoff)
                 # A producer that failed mid-flight may be wedged (aiokafka #1017): rebuild it.
                 await self._drop_producer()
                 await self._release_leadership()
-                await self._sleep(backoff * (0.5 + random.random()))
+                await sleep_unless(self._stopping, backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self._max_backoff_s)
 
     async def _idle(self) -> None:
@@ -115,56 +117,80 @@ class OutboxRelay:
             await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
         self._wake.clear()
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def publish_pending(self) -> int:
+        """Publish what is pending, up to `pipeline_depth` batches in flight at once.
 
-    async def publish_batch(self) -> int:
-        """Publish up to one batch of pending events; return how many were published."""
+        While one batch waits for Kafka's acknowledgements the next is read and sent, so
+        the database and the broker work at the same time. Batches go out in id order
+        through one idempotent producer, which keeps each partition (key) in order. A batch
+        is marked published only after all its sends were acknowledged.
+        """
+        await self._maybe_prune()
         if not await self._is_leader():
+            self._metrics.outbox_backlog.set(await self.backlog())
             return 0
-        # A short read transaction: nothing is held open while we talk to Kafka.
+        timeout = self._kafka.request_timeout_s
+        inflight: deque[tuple[list[int], asyncio.Future[list[Any]]]] = deque()
+        cursor, total, full = 0, 0, True
+        try:
+            while full or inflight:
+                rows = await self._read_after(cursor) if full else []
+                full = len(rows) == self._batch_size
+                if rows:
+                    producer = await self._ensure_producer()
+                    sends = await asyncio.wait_for(self._send(producer, rows), timeout)
+                    inflight.append(([r.id for r in rows], asyncio.gather(*sends)))
+                    cursor = rows[-1].id
+                if inflight and (not full or len(inflight) >= self._pipeline_depth):
+                    ids, acks = inflight.popleft()
+                    await asyncio.wait_for(acks, timeout)
+                    self.kafka_ok = True
+                    await self._mark_published(ids)
+                    total += len(ids)
+                    self._metrics.outbox_published.inc(len(ids))
+        finally:
+            for _, acks in inflight:
+                acks.cancel()
+        self._metrics.outbox_backlog.set(0)  # caught up, as of the last read
+        return total
+
+    async def _read_after(self, cursor: int) -> Sequence[Any]:
+        # A short read: nothing is held open while we talk to Kafka.
         async with self._engine.connect() as conn:
-            rows = (
+            return (
                 await conn.execute(
                     sa.select(_T.id, _T.topic, _T.key, _T.type, _T.event_id, _T.body)
-                    .where(_T.published_at.is_(None))
+                    .where(_T.published_at.is_(None), _T.id > cursor)
                     .order_by(_T.id)
                     .limit(self._batch_size)
                 )
             ).all()
-        if not rows:
-            self._metrics.outbox_backlog.set(0)
-            await self._maybe_prune()
-            return 0
-        producer = await self._ensure_producer()
-        timeout = self._kafka.request_timeout_s
 
-        async def send_all() -> None:
-            futures = [
-                await producer.send(
-                    r.topic,
-                    value=r.body.encode(),
-                    key=r.key.encode(),
-                    headers=[("event_type", r.type.encode()), ("event_id", r.event_id.encode())],
-                )
-                for r in rows
-            ]
-            await asyncio.gather(*futures)
-
-        await asyncio.wait_for(send_all(), timeout)
-        self.kafka_ok = True
-        ids = [r.id for r in rows]
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                sa.update(_OUTBOX).where(_T.id.in_(ids)).values(published_at=utcnow())
+    @staticmethod
+    async def _send(producer: AIOKafkaProducer, rows: Sequence[Any]) -> list[Any]:
+        """Queue a batch on the producer (waits only for buffer space); returns ack futures."""
+        return [
+            await producer.send(
+                r.topic,
+                value=r.body.encode(),
+                key=r.key.encode(),
+                headers=[("event_type", r.type.encode()), ("event_id", r.event_id.encode())],
             )
-        self._metrics.outbox_published.inc(len(rows))
-        if len(rows) < self._batch_size:
-            self._metrics.outbox_backlog.set(0)
-        else:
-            self._metrics.outbox_backlog.set(await self.backlog())
-        return len(rows)
+            for r in rows
+        ]
+
+    async def _mark_published(self, ids: list[int]) -> None:
+        async with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # One array parameter instead of a thousand expanded ones.
+                await conn.execute(
+                    sa.text("UPDATE outbox SET published_at = :now WHERE id = ANY(:ids)"),
+                    {"now": utcnow(), "ids": ids},
+                )
+            else:
+                await conn.execute(
+                    sa.update(_OUTBOX).where(_T.id.in_(ids)).values(published_at=utcnow())
+                )
 
     async def _ensure_producer(self, timeout_s: float | None = None) -> AIOKafkaProducer:
         async with self._producer_lock:
@@ -196,11 +222,18 @@ class OutboxRelay:
         if is_sqlite(str(self._engine.url)):
             return True
         if self._leader_conn is not None:
-            return True
+            try:  # the lock dies with its connection: make sure it is still there
+                await self._leader_conn.execute(sa.text("SELECT 1"))
+                await self._leader_conn.commit()
+                return True
+            except Exception:
+                await self._release_leadership()
+                raise
         conn = await self._engine.connect()
         try:
-            lock_key = zlib.crc32(f"jejaring-outbox-relay:{self._name}".encode())
-            got = await conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key})
+            got = await conn.scalar(
+                sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self._lock_key}
+            )
             await conn.commit()
         except BaseException:
             await conn.close()
@@ -213,9 +246,17 @@ class OutboxRelay:
 
     async def _release_leadership(self) -> None:
         conn, self._leader_conn = self._leader_conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        # The connection goes back to the pool: the session lock must not go with it.
+        try:
+            await conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._lock_key})
+            await conn.commit()
+        except Exception:
             with contextlib.suppress(Exception):
-                await conn.close()
+                await conn.invalidate()  # closes it for real, which releases the lock
+        with contextlib.suppress(Exception):
+            await conn.close()
 
     async def _maybe_prune(self) -> None:
         """Published events are kept a while for audit, then deleted."""

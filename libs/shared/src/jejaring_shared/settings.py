@@ -7,7 +7,7 @@ time: call `Settings()` inside the app factory.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,20 +27,16 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore")
 
-    service_name: str = "service"
-    host: str = "127.0.0.1"
-    port: int = 8000
     database_url: str = Field(
-        default="sqlite+aiosqlite:///.data/service.db",
+        default="sqlite+aiosqlite:///.data/db/service.db",
         description="SQLAlchemy async URL (sqlite+aiosqlite or postgresql+asyncpg)",
     )
-    internal_token: SecretStr = Field(
-        default=SecretStr("dev-internal-token"),
-        description="Credential the gateway presents to the services",
-    )
-    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_batch_size: int = Field(default=1000, ge=1, le=10_000)
     relay_idle_poll_s: float = Field(default=0.5, gt=0, description="Outbox poll when idle")
     relay_max_backoff_s: float = Field(default=5.0, gt=0)
+    outbox_retention_hours: float = Field(
+        default=72, gt=0, description="Published events are kept this long, then deleted"
+    )
     consumer_max_attempts: int = Field(default=5, ge=1, description="Tries before dead-letter")
     consumer_max_batch: int = Field(default=200, ge=1)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -10,7 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from .contracts import Envelope, utcnow
+from .contracts import utcnow
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for a log.
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -34,17 +34,6 @@ class OutboxRecord(SQLModel, table=True):
     published_at: datetime | None = Field(
         default=None, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=True)
     )
-
-    @classmethod
-    def from_envelope(cls, envelope: Envelope, *, topic: str) -> OutboxRecord:
-        return cls(
-            event_id=str(envelope.id),
-            topic=topic,
-            key=envelope.key,
-            type=envelope.type,
-            body=envelope.model_dump_json(),
-            created_at=envelope.occurred_at,
-        )
 
 
 class InboxRecord(SQLModel, table=True):

@@ -6,6 +6,4 @@ from jejaring_shared.settings import ServiceSettings
 class CatalogSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="JEJARING_CATALOG_", extra="ignore")
 
-    service_name: str = "catalog"
-    port: int = 8101
-    database_url: str = "sqlite+aiosqlite:///.data/catalog.db"
+    database_url: str = "sqlite+aiosqlite:///.data/db/catalog.db"

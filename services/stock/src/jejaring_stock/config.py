@@ -6,6 +6,4 @@ from jejaring_shared.settings import ServiceSettings
 class StockSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="JEJARING_STOCK_", extra="ignore")
 
-    service_name: str = "stock"
-    port: int = 8102
-    database_url: str = "sqlite+aiosqlite:///.data/stock.db"
+    database_url: str = "sqlite+aiosqlite:///.data/db/stock.db"

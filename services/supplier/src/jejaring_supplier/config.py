@@ -6,6 +6,4 @@ from jejaring_shared.settings import ServiceSettings
 class SupplierSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="JEJARING_SUPPLIER_", extra="ignore")
 
-    service_name: str = "supplier"
-    port: int = 8104
-    database_url: str = "sqlite+aiosqlite:///.data/supplier.db"
+    database_url: str = "sqlite+aiosqlite:///.data/db/supplier.db"

@@ -6,6 +6,4 @@ from jejaring_shared.settings import ServiceSettings
 class TransferSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="JEJARING_TRANSFER_", extra="ignore")
 
-    service_name: str = "transfer"
-    port: int = 8103
-    database_url: str = "sqlite+aiosqlite:///.data/transfer.db"
+    database_url: str = "sqlite+aiosqlite:///.data/db/transfer.db"

@@ -11,6 +11,11 @@ class _OutletSku(Payload):
     sku: str = Field(max_length=64)
 
 
+class _LegUnits(_OutletSku):
+    leg_id: str = Field(max_length=64)
+    quantity: int = Field(gt=0)
+
+
 @REGISTRY.register("stock.outlet_registered", topic=STOCK_EVENTS)
 class OutletRegistered(Payload):
     """An outlet joined the network, or its details changed."""
@@ -63,11 +68,8 @@ class StockDiscrepancy(_OutletSku):
 
 
 @REGISTRY.register("stock.reserved", topic=STOCK_EVENTS)
-class StockReserved(_OutletSku):
+class StockReserved(_LegUnits):
     """Units were reserved at a source outlet for a transfer leg."""
-
-    leg_id: str
-    quantity: int = Field(gt=0)
 
 
 @REGISTRY.register("stock.reservation_rejected", topic=STOCK_EVENTS)
@@ -90,11 +92,8 @@ class ReservationReleased(_OutletSku):
 
 
 @REGISTRY.register("stock.dispatched", topic=STOCK_EVENTS)
-class StockDispatched(_OutletSku):
+class StockDispatched(_LegUnits):
     """Reserved units left the source outlet as a transfer-out movement."""
-
-    leg_id: str
-    quantity: int = Field(gt=0)
 
 
 @REGISTRY.register("stock.received", topic=STOCK_EVENTS)
@@ -107,11 +106,9 @@ class StockReceived(_OutletSku):
 
 
 @REGISTRY.register("stock.reserve", topic=STOCK_COMMANDS)
-class ReserveStock(_OutletSku):
+class ReserveStock(_LegUnits):
     """Command: reserve units at a source outlet for a transfer leg."""
 
-    leg_id: str
-    quantity: int = Field(gt=0)
     expires_in_s: int = Field(default=3600, gt=0)
 
 

@@ -5,7 +5,6 @@ STOCK_EVENTS = "stock.events"
 TRANSFER_EVENTS = "transfer.events"
 SUPPLIER_EVENTS = "supplier.events"
 STOCK_COMMANDS = "stock.commands"
-SUPPLIER_COMMANDS = "supplier.commands"
 
 
 def dead_letter_topic(group_id: str) -> str:

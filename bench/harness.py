@@ -1,0 +1,83 @@
+"""What the runner hands to benchmarks (Context) and what they hand back (Result)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jejaring_devtools.kafka import KafkaBroker
+from jejaring_devtools.postgres import PostgresServer
+from jejaring_shared.settings import KafkaSettings
+
+DbKind = Literal["sqlite", "postgresql"]
+REPEATS = 3
+"""Every timed part runs this many times (after one warm-up); results are medians."""
+
+
+@dataclass
+class Result:
+    """One measured figure, next to the reference it is judged against."""
+
+    name: str
+    value: float
+    unit: str
+    reference: str | None = None
+    reference_value: float | None = None
+    ratio: float | None = None
+    goal: str | None = None
+    met: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Flattened into the JSON object (db, n, samples, ...)."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {**data, **extra}
+
+
+@dataclass
+class Context:
+    broker: KafkaBroker
+    workdir: Path
+    dbs: tuple[DbKind, ...]
+    quick: bool
+    pg: PostgresServer | None = None
+    status: Callable[[str], None] = lambda _msg: None
+    """Benchmarks report what they are doing through this (shown in the progress bar)."""
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.broker.bootstrap_servers
+
+    @property
+    def kafka_version(self) -> str:
+        return self.broker.version
+
+    def kafka_settings(self, **overrides: Any) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.bootstrap_servers, **overrides)
+
+    async def database_url(self, kind: DbKind, label: str = "bench") -> str:
+        """A fresh, empty database of `kind`: a new SQLite file or a new PostgreSQL database."""
+        name = f"{label}_{uuid.uuid4().hex[:8]}"
+        if kind == "sqlite":
+            return f"sqlite+aiosqlite:///{self.workdir / 'sqlite' / name}.db"
+        if self.pg is None:
+            raise RuntimeError("PostgreSQL was not started for this run (--db sqlite?)")
+        return await asyncio.to_thread(self.pg.create_database, name)
+
+
+def median(samples: list[float]) -> float:
+    return float(statistics.median(samples))
+
+
+async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
+    """Seconds `fn()` took, by time.perf_counter."""
+    start = time.perf_counter()
+    await fn()
+    return time.perf_counter() - start
