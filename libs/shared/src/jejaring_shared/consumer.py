@@ -156,6 +156,7 @@ class ConsumerRunner:
     async def _run(self) -> None:
         backoff = 0.2
         while not self._stopping.is_set():
+            in_batch = False
             try:
                 consumer = await self._ensure_clients()
                 batch = await consumer.getmany(timeout_ms=200, max_records=self._max_batch)
@@ -163,6 +164,9 @@ class ConsumerRunner:
                 self.kafka_ok = True
                 backoff = 0.2
                 if batch:
+                    # A failure past this point leaves fetched messages uncommitted: the
+                    # consumer is rebuilt so they are fetched again from the committed offset.
+                    in_batch = True
                     async with self._lock:  # a rebalance waits for the batch to be committed
                         await self._process_batch(consumer, batch)
                 elif await self._stalled(consumer):
@@ -171,7 +175,7 @@ class ConsumerRunner:
                 raise
             except Exception as exc:
                 self.kafka_ok = False
-                if isinstance(exc, KafkaError) and exc.retriable:
+                if isinstance(exc, KafkaError) and exc.retriable and not in_batch:
                     # Keep the client (and its group membership); aiokafka recovers itself.
                     log.info("consumer %s: %r; retrying in %.1fs", self.group_id, exc, backoff)
                 else:

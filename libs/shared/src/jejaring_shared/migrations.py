@@ -66,7 +66,14 @@ def create_backbone_tables() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
     )
-    op.create_index("ix_outbox_pending", "outbox", ["published_at", "id"])
+    # Only pending rows are indexed: publishing drops a row from the index, cheaply.
+    op.create_index(
+        "ix_outbox_pending",
+        "outbox",
+        ["id"],
+        postgresql_where=sa.text("published_at IS NULL"),
+        sqlite_where=sa.text("published_at IS NULL"),
+    )
     op.create_table(
         "inbox",
         sa.Column("consumer_group", sa.String(200), primary_key=True),

@@ -130,7 +130,7 @@ class OutboxRelay:
             self._metrics.outbox_backlog.set(await self.backlog())
             return 0
         timeout = self._kafka.request_timeout_s
-        inflight: deque[tuple[list[int], asyncio.Future[list[Any]]]] = deque()
+        inflight: deque[asyncio.Task[int]] = deque()
         cursor, total, full = 0, 0, True
         try:
             while full or inflight:
@@ -139,20 +139,25 @@ class OutboxRelay:
                 if rows:
                     producer = await self._ensure_producer()
                     sends = await asyncio.wait_for(self._send(producer, rows), timeout)
-                    inflight.append(([r.id for r in rows], asyncio.gather(*sends)))
+                    ids = [r.id for r in rows]
+                    inflight.append(asyncio.create_task(self._complete(ids, sends)))
                     cursor = rows[-1].id
                 if inflight and (not full or len(inflight) >= self._pipeline_depth):
-                    ids, acks = inflight.popleft()
-                    await asyncio.wait_for(acks, timeout)
-                    self.kafka_ok = True
-                    await self._mark_published(ids)
-                    total += len(ids)
-                    self._metrics.outbox_published.inc(len(ids))
+                    total += await inflight.popleft()
         finally:
-            for _, acks in inflight:
-                acks.cancel()
+            for task in inflight:
+                task.cancel()
         self._metrics.outbox_backlog.set(0)  # caught up, as of the last read
         return total
+
+    async def _complete(self, ids: list[int], sends: list[Any]) -> int:
+        """Wait for a batch's acknowledgements, then mark it published (while the next
+        batches are read and sent)."""
+        await asyncio.wait_for(asyncio.gather(*sends), self._kafka.request_timeout_s)
+        self.kafka_ok = True
+        await self._mark_published(ids)
+        self._metrics.outbox_published.inc(len(ids))
+        return len(ids)
 
     async def _read_after(self, cursor: int) -> Sequence[Any]:
         # A short read: nothing is held open while we talk to Kafka.

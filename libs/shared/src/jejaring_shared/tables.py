@@ -20,7 +20,15 @@ class OutboxRecord(SQLModel, table=True):
     """An event waiting to be published (published_at is null) or already published."""
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.Index("ix_outbox_pending", "published_at", "id"),)
+    # Only pending rows are indexed: publishing drops a row from the index, cheaply.
+    __table_args__ = (
+        sa.Index(
+            "ix_outbox_pending",
+            "id",
+            postgresql_where=sa.text("published_at IS NULL"),
+            sqlite_where=sa.text("published_at IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, sa_column=sa.Column(BigIntId, primary_key=True))
     event_id: str = Field(sa_column=sa.Column(sa.String(36), nullable=False, unique=True))
