@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
@@ -33,6 +33,7 @@ from .kafka import ensure_topics
 from .metrics import BackboneMetrics
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
+from .tasks import finish
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class ServiceDefinition:
     """Topics this service writes to (created on start if missing)."""
     description: str = ""
     registry: EventRegistry = REGISTRY
+    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = ()
+    """Long-running tasks of the service (sweepers, webhook senders); started after the
+    consumers, cancelled on shutdown. Each must loop until cancelled."""
     after_db_commit: Callable[[Any], None] | None = None
     """A seam for fault-injection tests: called after each consumer's database commit."""
 
@@ -133,9 +137,16 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
         relay.start()
         for runner in runtime.consumers:
             runner.start()
+        tasks: list[asyncio.Task[None]] = [
+            asyncio.create_task(job(runtime), name=f"{definition.name}-background")
+            for job in definition.background
+        ]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*(finish(t, 4.0) for t in tasks))
             # Bounded: shutdown must finish even when the broker is gone.
             await asyncio.gather(*(r.stop(4.0) for r in runtime.consumers))
             await relay.stop(4.0)
