@@ -102,3 +102,34 @@ async def test_relay_with_kafka_unreachable_keeps_events_and_stops_fast(
     await relay.stop(timeout_s=3.0)
     assert time.monotonic() - started < 5
     assert await relay.backlog() == 1
+
+
+async def test_inbox_forgets_ids_older_than_its_retention(engine: AsyncEngine) -> None:
+    from datetime import timedelta
+
+    from jejaring_shared.consumer import ConsumerRunner
+    from jejaring_shared.contracts import utcnow
+
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    async with engine.begin() as conn:
+        for event_id, group, age in [("old", "g", 20), ("new", "g", 1), ("other", "h", 20)]:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO inbox (consumer_group, event_id, event_type, applied_at)"
+                    " VALUES (:g, :e, 't', :at)"
+                ),
+                {"g": group, "e": event_id, "at": utcnow() - timedelta(days=age)},
+            )
+    runner = ConsumerRunner(
+        group_id="g",
+        topics=["t"],
+        handlers={},
+        uow_factory=uows,
+        kafka=KafkaSettings(),
+        metrics=BackboneMetrics("probe"),
+        inbox_retention=timedelta(days=14),
+    )
+    await runner._maybe_prune_inbox()
+    async with engine.connect() as conn:
+        left = (await conn.execute(sa.text("SELECT event_id FROM inbox ORDER BY 1"))).all()
+    assert [r[0] for r in left] == ["new", "other"]

@@ -119,6 +119,7 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
                     metrics=metrics,
                     max_attempts=settings.consumer_max_attempts,
                     max_batch=settings.consumer_max_batch,
+                    inbox_retention=timedelta(hours=settings.inbox_retention_hours),
                     registry=definition.registry,
                     after_db_commit=definition.after_db_commit,
                 )

@@ -21,7 +21,12 @@ def _message_name(event: str) -> str:
 
 def build_asyncapi(registry: EventRegistry, *, version: str = "0.1.0") -> dict[str, Any]:
     envelope_schema = Envelope.model_json_schema()
-    envelope_schema["properties"].pop("payload")
+    # Each message narrows `payload` to its own schema; the envelope keeps the property so
+    # that its additionalProperties=false does not refuse every real event.
+    envelope_schema["properties"]["payload"] = {
+        "type": "object",
+        "description": "The event's payload; each message gives its schema",
+    }
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     components: dict[str, Any] = {"messages": {}, "schemas": {"Envelope": envelope_schema}}

@@ -16,6 +16,7 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import col, select
 
-from .contracts import REGISTRY, Envelope, EventRegistry, Payload
+from .contracts import REGISTRY, Envelope, EventRegistry, Payload, utcnow
 from .contracts.topics import dead_letter_topic
 from .db import UnitOfWork, UnitOfWorkFactory
 from .kafka import make_producer, start_bounded, stop_bounded
@@ -73,6 +74,7 @@ class ConsumerRunner:
         max_batch: int = 200,
         retry_backoff_s: float = 0.2,
         handler_timeout_s: float = 30.0,
+        inbox_retention: timedelta = timedelta(days=14),
         after_db_commit: Callable[[Envelope], None] | None = None,
     ) -> None:
         self.group_id = group_id
@@ -87,6 +89,8 @@ class ConsumerRunner:
         self._max_batch = max_batch
         self._retry_backoff_s = retry_backoff_s
         self._handler_timeout_s = handler_timeout_s
+        self._inbox_retention = inbox_retention
+        self._last_prune = 0.0
         self._after_db_commit = after_db_commit  # a seam for fault-injection tests
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
@@ -171,6 +175,8 @@ class ConsumerRunner:
                         await self._process_batch(consumer, batch)
                 elif await self._stalled(consumer):
                     raise RuntimeError("no progress while messages are waiting; restarting")
+                else:
+                    await self._maybe_prune_inbox()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -183,6 +189,24 @@ class ConsumerRunner:
                     await self._drop_clients()
                 await sleep_unless(self._stopping, backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _maybe_prune_inbox(self) -> None:
+        """Forget applied ids older than the retention, which must outlast any redelivery
+        (Kafka keeps a topic 7 days by default; the inbox keeps ids 14)."""
+        now = time.monotonic()
+        if now - self._last_prune < 600:
+            return
+        self._last_prune = now
+        cutoff = utcnow() - self._inbox_retention
+        async with self._uows() as uow:
+            conn = await uow.session.connection()
+            await conn.execute(
+                sa.delete(InboxRecord).where(
+                    col(InboxRecord.consumer_group) == self.group_id,
+                    col(InboxRecord.applied_at) < cutoff,
+                )
+            )
+            await uow.commit()
 
     async def _stalled(self, consumer: AIOKafkaConsumer) -> bool:
         """Watchdog: after a whole-cluster restart a consumer may stop fetching without an

@@ -37,6 +37,9 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: float = Field(
         default=72, gt=0, description="Published events are kept this long, then deleted"
     )
+    inbox_retention_hours: float = Field(
+        default=336, gt=0, description="Applied event ids are remembered this long (14 days)"
+    )
     consumer_max_attempts: int = Field(default=5, ge=1, description="Tries before dead-letter")
     consumer_max_batch: int = Field(default=200, ge=1)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -15,8 +15,9 @@ class ProductCreated(Payload):
     unit: str = Field(max_length=20)
     case_pack: int = Field(ge=1)
     min_transfer_qty: int = Field(ge=1)
-    cluster: str | None = None
-    category: str | None = None
+    cluster: str | None = Field(default=None, max_length=40)
+    category: str | None = Field(default=None, max_length=40)
+    barcode: str | None = Field(default=None, max_length=14)
     perishable: bool = False
     shelf_life_days: int | None = Field(default=None, ge=1)
     member_made: bool = False

@@ -1,5 +1,7 @@
 """Events and commands of the stock service."""
 
+from datetime import datetime
+
 from pydantic import Field
 
 from .registry import REGISTRY, Payload
@@ -71,6 +73,8 @@ class StockDiscrepancy(_OutletSku):
 class StockReserved(_LegUnits):
     """Units were reserved at a source outlet for a transfer leg."""
 
+    expires_at: datetime | None = None
+
 
 @REGISTRY.register("stock.reservation_rejected", topic=STOCK_EVENTS)
 class ReservationRejected(_OutletSku):
@@ -118,3 +122,30 @@ class ReleaseStock(_OutletSku):
 
     leg_id: str
     reason: str
+
+
+@REGISTRY.register("stock.dispatch_rejected", topic=STOCK_EVENTS)
+class DispatchRejected(_OutletSku):
+    """A dispatch was refused (no active reservation for the leg); reason says why."""
+
+    leg_id: str
+    reason: str
+
+
+@REGISTRY.register("stock.dispatch", topic=STOCK_COMMANDS)
+class DispatchStock(_OutletSku):
+    """Command: the leg's reserved units leave the source outlet (a transfer-out)."""
+
+    leg_id: str
+
+
+@REGISTRY.register("stock.receive", topic=STOCK_COMMANDS)
+class ReceiveStock(_LegUnits):
+    """Command: units of a leg arrived at the destination outlet (a transfer-in).
+
+    quantity may be less than sent_quantity (lost, damaged); then reason is required.
+    """
+
+    quantity: int = Field(ge=0)
+    sent_quantity: int | None = Field(default=None, gt=0)
+    reason: str | None = Field(default=None, max_length=500)

@@ -15,7 +15,7 @@ class SupplierRegistered(Payload):
     supplier_id: str = Field(max_length=64)
     name: str = Field(max_length=200)
     kind: str = Field(pattern="^(small_producer|community_manager|distribution_center)$")
-    community: str | None = None
+    community: str | None = Field(default=None, max_length=200)
     regions: list[str] = Field(default_factory=list)
     clusters: list[str] = Field(default_factory=list)
 
@@ -24,7 +24,7 @@ class SupplierRegistered(Payload):
 class OfferPublished(Payload):
     """A supplier offered a quantity of a sku at a price."""
 
-    offer_id: str
+    offer_id: str = Field(max_length=64)
     supplier_id: str = Field(max_length=64)
     sku: str = Field(max_length=64)
     quantity: int = Field(gt=0)
@@ -38,12 +38,12 @@ class OfferPublished(Payload):
 class OfferWithdrawn(Payload):
     """An offer is no longer available."""
 
-    offer_id: str
+    offer_id: str = Field(max_length=64)
     supplier_id: str = Field(max_length=64)
 
 
 class _Assignment(Payload):
-    leg_id: str
+    leg_id: str = Field(max_length=64)
     supplier_id: str = Field(max_length=64)
 
 

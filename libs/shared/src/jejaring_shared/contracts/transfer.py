@@ -23,11 +23,14 @@ class RestockRequestOpened(Payload):
 class LegAssigned(Payload):
     """A leg of a restock request was given to a community supplier to accept."""
 
-    leg_id: str
-    request_id: str
+    leg_id: str = Field(max_length=64)
+    request_id: str = Field(max_length=64)
     supplier_id: str = Field(max_length=64)
     outlet_id: str = Field(max_length=64)
     sku: str = Field(max_length=64)
     quantity: int = Field(gt=0)
     unit_price: int = Field(ge=0, description="Integer rupiah")
-    accept_by: datetime
+    accept_by: datetime = Field(description="UTC; the supplier must accept before this")
+    ship_by: datetime | None = Field(
+        default=None, description="UTC; shipping later is late for the reliability score"
+    )
