@@ -1,3 +1,4 @@
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from jejaring_shared.settings import ServiceSettings
@@ -7,3 +8,9 @@ class SupplierSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="JEJARING_SUPPLIER_", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///.data/db/supplier.db"
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Bound on one delivery")
+    webhook_max_attempts: int = Field(default=8, ge=1, description="Tries before giving up")
+    webhook_backoff_base_s: float = Field(default=5.0, gt=0, description="Wait after 1st failure")
+    webhook_backoff_max_s: float = Field(default=900.0, gt=0, description="Longest wait")
+    webhook_poll_s: float = Field(default=0.5, gt=0, description="Sender poll when idle")
+    webhook_batch: int = Field(default=20, ge=1, description="Deliveries sent at once")

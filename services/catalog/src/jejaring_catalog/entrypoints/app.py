@@ -14,5 +14,6 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         migrations_package="jejaring_catalog.migrations",
         routers=[router],
         topics=[CATALOG_EVENTS],
+        description="Products, categories and business clusters: the master list.",
     )
     return create_service_app(definition, settings or CatalogSettings())

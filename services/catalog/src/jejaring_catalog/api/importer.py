@@ -1,0 +1,188 @@
+"""CSV import and export of products.
+
+An import validates every row, reports each bad one with its line and reason, and applies
+the good rows in one transaction (with their events). Rows are upserts by sku: a row equal
+to the stored product changes nothing, so the same file can be imported again safely.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+from jejaring_shared.contracts import utcnow
+from jejaring_shared.csv_import import ImportReport, RowError, read_rows, validate_row
+from jejaring_shared.db import UnitOfWork
+
+from ..adapters import repository as repo
+from ..adapters.tables import categories, clusters
+from ..domain.products import (
+    CSV_COLUMNS,
+    STATE_FIELDS,
+    ProductIn,
+    created_event,
+    rule_errors,
+    state_of,
+    updated_event,
+)
+
+REQUIRED_COLUMNS = ("sku", "name", "unit")
+
+
+def _err(line: int, field: str, code: str, reason: str) -> RowError:
+    return RowError(line=line, field=field, code=code, reason=reason)
+
+
+def _parse(text: str, max_rows: int, report: ImportReport) -> list[tuple[int, ProductIn]]:
+    rows, errors = read_rows(
+        text, columns=CSV_COLUMNS, required=REQUIRED_COLUMNS, max_rows=max_rows
+    )
+    report.rows = len(rows) + len(errors)
+    report.reject(errors)
+    good: list[tuple[int, ProductIn]] = []
+    sku_line: dict[str, int] = {}
+    barcode_line: dict[str, int] = {}
+    for line, cells in rows:
+        product = validate_row(ProductIn, line, cells)
+        if isinstance(product, list):
+            report.reject(product)
+            continue
+        broken = rule_errors(product)
+        if broken:
+            report.reject(_err(line, f, c, m) for f, c, m in broken)
+            continue
+        if product.sku in sku_line:
+            report.reject(
+                [
+                    _err(
+                        line,
+                        "sku",
+                        "duplicate_sku",
+                        f"sku {product.sku!r} is already on line {sku_line[product.sku]}",
+                    )
+                ]
+            )
+            continue
+        if product.barcode and product.barcode in barcode_line:
+            report.reject(
+                [
+                    _err(
+                        line,
+                        "barcode",
+                        "duplicate_barcode",
+                        f"barcode {product.barcode} is already on line "
+                        f"{barcode_line[product.barcode]}",
+                    )
+                ]
+            )
+            continue
+        sku_line[product.sku] = line
+        if product.barcode:
+            barcode_line[product.barcode] = line
+        good.append((line, product))
+    return good
+
+
+async def import_products(
+    uow: UnitOfWork, text: str, *, max_rows: int, dry_run: bool = False
+) -> ImportReport:
+    report = ImportReport(dry_run=dry_run)
+    good = _parse(text, max_rows, report)
+    async with uow:
+        conn = await repo.conn_of(uow)
+        cluster_codes = await repo.codes(conn, clusters)
+        category_codes = await repo.codes(conn, categories)
+        existing = await repo.products_by_sku(conn, (p.sku for _, p in good))
+        owners = await repo.barcode_owners(conn, (p.barcode for _, p in good if p.barcode))
+        now = utcnow()
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for line, p in good:
+            if p.cluster and p.cluster not in cluster_codes:
+                report.reject(
+                    [_err(line, "cluster", "unknown_cluster", f"no cluster {p.cluster!r}")]
+                )
+                continue
+            if p.category and p.category not in category_codes:
+                report.reject(
+                    [_err(line, "category", "unknown_category", f"no category {p.category!r}")]
+                )
+                continue
+            owner = owners.get(p.barcode) if p.barcode else None
+            if owner is not None and owner != p.sku:
+                report.reject(
+                    [
+                        _err(
+                            line,
+                            "barcode",
+                            "duplicate_barcode",
+                            f"barcode {p.barcode} belongs to {owner!r}",
+                        )
+                    ]
+                )
+                continue
+            state = state_of(p)
+            current = existing.get(p.sku)
+            if current is None:
+                inserts.append(
+                    {
+                        "sku": p.sku,
+                        **state,
+                        "status": "active",
+                        "created_at": now,
+                        "updated_at": now,
+                        "retired_at": None,
+                    }
+                )
+                report.created += 1
+                if not dry_run:
+                    uow.publish(created_event(p.sku, state), key=p.sku)
+            elif current["status"] == "retired":
+                report.reject(
+                    [_err(line, "sku", "product_retired", f"{p.sku!r} is retired; not changed")]
+                )
+            elif {f: current[f] for f in STATE_FIELDS} == state:
+                report.unchanged += 1
+            else:
+                updates.append({"sku": p.sku, **state})
+                report.updated += 1
+                if not dry_run:
+                    uow.publish(updated_event(p.sku, state), key=p.sku)
+        if not dry_run:
+            await repo.insert_products(conn, inserts)
+            await repo.update_products(conn, updates, now)
+            await uow.commit()
+    return report.finish()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+async def export_products(
+    uow: UnitOfWork, *, status: str | None, cluster: str | None, page: int = 1000
+) -> AsyncIterator[str]:
+    """The catalog as CSV in the import's columns, read in keyset pages by sku."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    yield buf.getvalue()
+    after: str | None = None
+    while True:
+        # A short read transaction per page: an export never holds a lock for long.
+        async with uow:
+            rows = await repo.page_after(await repo.conn_of(uow), after, page, status, cluster)
+        if not rows:
+            return
+        buf.seek(0)
+        buf.truncate()
+        for row in rows:
+            writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+        yield buf.getvalue()
+        after = rows[-1]["sku"]

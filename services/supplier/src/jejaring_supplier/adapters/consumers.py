@@ -1,0 +1,152 @@
+"""Event handlers: the catalog projection and the assignment inbox.
+
+Each runs inside the consumer runner's unit of work (which records the event in the
+inbox and commits); handlers never commit.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from jejaring_shared.app import ConsumerSpec
+from jejaring_shared.contracts import Envelope, utcnow
+from jejaring_shared.contracts.catalog import ProductCreated, ProductRetired
+from jejaring_shared.contracts.supplier import OfferWithdrawn
+from jejaring_shared.contracts.topics import CATALOG_EVENTS, TRANSFER_EVENTS
+from jejaring_shared.contracts.transfer import LegAssigned
+from jejaring_shared.db import UnitOfWork
+
+from . import repository as repo
+from .tables import assignments, catalog_products, offers, webhook_deliveries
+
+CATALOG_GROUP = "supplier-catalog"
+TRANSFER_GROUP = "supplier-transfer"
+ASSIGNMENT_CREATED = "assignment.created"
+
+
+async def on_product(uow: UnitOfWork, envelope: Envelope, payload: ProductCreated) -> None:
+    """product_created and product_updated: the newest name and unit of the sku."""
+    conn = await repo.conn_of(uow)
+    current = await repo.product(conn, payload.sku)
+    values = {"name": payload.name, "unit": payload.unit, "updated_at": envelope.occurred_at}
+    if current is None:
+        await conn.execute(
+            sa.insert(catalog_products).values(sku=payload.sku, status="active", **values)
+        )
+    else:
+        # A retired product stays retired: the catalog never revives one.
+        await conn.execute(
+            sa.update(catalog_products).where(catalog_products.c.sku == payload.sku).values(values)
+        )
+
+
+async def on_retired(uow: UnitOfWork, envelope: Envelope, payload: ProductRetired) -> None:
+    """Mark the sku retired and withdraw the offers for it (their events say so)."""
+    conn = await repo.conn_of(uow)
+    if await repo.product(conn, payload.sku) is None:
+        await conn.execute(
+            sa.insert(catalog_products).values(
+                sku=payload.sku,
+                name=payload.sku,
+                unit="",
+                status="retired",
+                updated_at=envelope.occurred_at,
+            )
+        )
+    else:
+        await conn.execute(
+            sa.update(catalog_products)
+            .where(catalog_products.c.sku == payload.sku)
+            .values(status="retired", updated_at=envelope.occurred_at)
+        )
+    active = await repo.many(
+        conn,
+        sa.select(offers.c.id, offers.c.supplier_id).where(
+            offers.c.sku == payload.sku, offers.c.status == "active"
+        ),
+    )
+    if active:
+        await conn.execute(
+            sa.update(offers)
+            .where(offers.c.id.in_([o["id"] for o in active]))
+            .values(status="withdrawn", withdrawn_at=envelope.occurred_at)
+        )
+    for o in active:
+        uow.publish(
+            OfferWithdrawn(offer_id=o["id"], supplier_id=o["supplier_id"]),
+            key=o["supplier_id"],
+            cause=envelope,
+        )
+
+
+def webhook_body(delivery_id: str, envelope: Envelope, leg: LegAssigned) -> str:
+    """Fixed when the delivery is created, so every retry sends the same bytes."""
+    base = f"/api/v1/suppliers/{leg.supplier_id}/assignments/{leg.leg_id}"
+    body: dict[str, Any] = {
+        "id": delivery_id,
+        "type": ASSIGNMENT_CREATED,
+        "occurred_at": envelope.occurred_at.isoformat(),
+        "supplier_id": leg.supplier_id,
+        "assignment": leg.model_dump(mode="json"),
+        "links": {a: f"{base}/{a}" for a in ("accept", "decline", "ship")},
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+async def on_leg_assigned(uow: UnitOfWork, envelope: Envelope, payload: LegAssigned) -> None:
+    """A new assignment in the supplier's inbox, and a webhook to tell them of it."""
+    conn = await repo.conn_of(uow)
+    if await repo.assignment(conn, payload.leg_id) is not None:
+        return  # the same leg sent again under another event id: already in the inbox
+    now = envelope.occurred_at
+    await conn.execute(
+        sa.insert(assignments).values(
+            leg_id=payload.leg_id,
+            request_id=payload.request_id,
+            supplier_id=payload.supplier_id,
+            outlet_id=payload.outlet_id,
+            sku=payload.sku,
+            quantity=payload.quantity,
+            unit_price=payload.unit_price,
+            accept_by=payload.accept_by,
+            ship_by=payload.ship_by,
+            status="assigned",
+            assigned_at=now,
+        )
+    )
+    supplier = await repo.supplier(conn, payload.supplier_id)
+    if supplier is None or not supplier["webhook_url"]:
+        return
+    delivery_id = str(uuid.uuid4())
+    await conn.execute(
+        sa.insert(webhook_deliveries).values(
+            id=delivery_id,
+            supplier_id=payload.supplier_id,
+            event=ASSIGNMENT_CREATED,
+            url=supplier["webhook_url"],
+            body=webhook_body(delivery_id, envelope, payload),
+            status="pending",
+            attempts=0,
+            next_attempt_at=utcnow(),
+            created_at=utcnow(),
+        )
+    )
+
+
+def consumer_specs() -> list[ConsumerSpec]:
+    return [
+        ConsumerSpec(
+            CATALOG_GROUP,
+            [CATALOG_EVENTS],
+            {
+                "catalog.product_created": on_product,
+                "catalog.product_updated": on_product,
+                "catalog.product_retired": on_retired,
+            },
+        ),
+        ConsumerSpec(TRANSFER_GROUP, [TRANSFER_EVENTS], {"transfer.leg_assigned": on_leg_assigned}),
+    ]

@@ -1,0 +1,169 @@
+"""The webhook sender: a background task that delivers stored webhooks with retries.
+
+Deliveries are rows in `webhook_deliveries` (written with the assignment, in the same
+transaction), so they survive a restart. The sender claims due rows by pushing their
+`next_attempt_at` past a lease (FOR UPDATE SKIP LOCKED on PostgreSQL, so replicas do not
+send the same row twice), posts them without holding a transaction, then records each
+attempt and schedules the next one with exponential backoff. A process that dies while
+sending leaves the row to be tried again when the lease ends (at-least-once; receivers
+de-duplicate by the X-Jejaring-Delivery id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from jejaring_shared.app import Runtime
+from jejaring_shared.contracts import utcnow
+from jejaring_shared.db import UnitOfWorkFactory
+
+from ..config import SupplierSettings
+from ..domain import webhooks
+from . import repository as repo
+from .tables import suppliers, webhook_attempts, webhook_deliveries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+async def post(client: httpx.AsyncClient, delivery: dict[str, Any]) -> Outcome:
+    body = delivery["body"].encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "jejaring-supplier-webhooks/1",
+        webhooks.EVENT_HEADER: delivery["event"],
+        webhooks.DELIVERY_HEADER: delivery["id"],
+        webhooks.TIMESTAMP_HEADER: timestamp,
+        webhooks.SIGNATURE_HEADER: webhooks.sign(delivery["secret"] or "", timestamp, body),
+    }
+    started = time.perf_counter()
+    try:
+        resp = await client.post(delivery["url"], content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        elapsed = int((time.perf_counter() - started) * 1000)
+        return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
+    elapsed = int((time.perf_counter() - started) * 1000)
+    if 200 <= resp.status_code < 300:
+        return Outcome(True, resp.status_code, None, elapsed)
+    return Outcome(False, resp.status_code, f"HTTP {resp.status_code}", elapsed)
+
+
+async def _claim(uows: UnitOfWorkFactory, settings: SupplierSettings) -> list[dict[str, Any]]:
+    now = utcnow()
+    lease = now + timedelta(seconds=settings.webhook_timeout_s + 30)
+    async with uows() as uow:
+        conn = await repo.conn_of(uow)
+        due = await repo.many(
+            conn,
+            sa.select(
+                webhook_deliveries.c.id,
+                webhook_deliveries.c.event,
+                webhook_deliveries.c.url,
+                webhook_deliveries.c.body,
+                webhook_deliveries.c.attempts,
+                suppliers.c.webhook_secret.label("secret"),
+            )
+            .join(suppliers, suppliers.c.id == webhook_deliveries.c.supplier_id)
+            .where(
+                webhook_deliveries.c.status == "pending",
+                webhook_deliveries.c.next_attempt_at <= now,
+            )
+            .order_by(webhook_deliveries.c.next_attempt_at)
+            .limit(settings.webhook_batch)
+            .with_for_update(skip_locked=True, of=webhook_deliveries),
+        )
+        if due:
+            await conn.execute(
+                sa.update(webhook_deliveries)
+                .where(webhook_deliveries.c.id.in_([d["id"] for d in due]))
+                .values(next_attempt_at=lease)
+            )
+            await uow.commit()
+    return due
+
+
+async def _record(
+    uows: UnitOfWorkFactory, settings: SupplierSettings, delivery: dict[str, Any], out: Outcome
+) -> None:
+    attempt = delivery["attempts"] + 1
+    now = utcnow()
+    if out.ok:
+        values: dict[str, Any] = {"status": "delivered", "delivered_at": now, "last_error": None}
+    elif attempt >= settings.webhook_max_attempts:
+        values = {"status": "failed", "last_error": out.error}
+    else:
+        wait = webhooks.backoff_s(
+            attempt, settings.webhook_backoff_base_s, settings.webhook_backoff_max_s
+        )
+        values = {"next_attempt_at": now + timedelta(seconds=wait), "last_error": out.error}
+    async with uows() as uow:
+        conn = await repo.conn_of(uow)
+        await conn.execute(
+            sa.insert(webhook_attempts).values(
+                delivery_id=delivery["id"],
+                attempt=attempt,
+                attempted_at=now,
+                ok=out.ok,
+                status_code=out.status_code,
+                error=out.error,
+                duration_ms=out.duration_ms,
+            )
+        )
+        await conn.execute(
+            sa.update(webhook_deliveries)
+            .where(webhook_deliveries.c.id == delivery["id"])
+            .values(attempts=attempt, **values)
+        )
+        await uow.commit()
+
+
+async def deliver_due(
+    uows: UnitOfWorkFactory, client: httpx.AsyncClient, settings: SupplierSettings
+) -> int:
+    """Send every delivery that is due now (one batch); returns how many were tried."""
+    due = await _claim(uows, settings)
+    outcomes = await asyncio.gather(*(post(client, d) for d in due))
+    for delivery, outcome in zip(due, outcomes, strict=True):
+        await _record(uows, settings, delivery, outcome)
+        if not outcome.ok:
+            log.info("webhook %s attempt failed: %s", delivery["id"], outcome.error)
+    return len(due)
+
+
+async def run_webhook_sender(runtime: Runtime) -> None:
+    """Background task of the service: loops until cancelled."""
+    settings = runtime.settings
+    if not isinstance(settings, SupplierSettings):
+        settings = SupplierSettings()
+    timeout = httpx.Timeout(settings.webhook_timeout_s)
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        backoff = settings.webhook_poll_s
+        while True:
+            try:
+                sent = await deliver_due(runtime.uow, client, settings)
+                backoff = settings.webhook_poll_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The database may be down; deliveries wait in their table meanwhile.
+                log.warning("webhook sender: %r; retrying in %.1fs", exc, backoff)
+                sent = 0
+                backoff = min(backoff * 2, 30.0)
+            if sent == 0:
+                await asyncio.sleep(backoff)

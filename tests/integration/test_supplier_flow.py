@@ -1,0 +1,447 @@
+"""The supplier service with the catalog, on a broker of its own: the catalog projection,
+offers, the assignment inbox, signed webhooks with retries, and the events it publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema  # type: ignore[import-untyped]
+import sqlalchemy as sa
+import uvicorn
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from jejaring_catalog.config import CatalogSettings
+from jejaring_catalog.entrypoints.app import create_app as create_catalog
+from jejaring_shared.contracts import REGISTRY, Envelope
+from jejaring_shared.contracts.transfer import LegAssigned
+from jejaring_shared.settings import KafkaSettings
+from jejaring_supplier.config import SupplierSettings
+from jejaring_supplier.domain import webhooks
+from jejaring_supplier.entrypoints.app import create_app as create_supplier
+from support.kafka_io import read_all, send_raw
+from support.wait import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "s3cret-for-hmac-signing"
+
+
+def kafka(bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=bootstrap, request_timeout_s=5.0)
+
+
+def supplier_app(db_url: str, bootstrap: str) -> FastAPI:
+    return create_supplier(
+        SupplierSettings(
+            database_url=db_url,
+            kafka=kafka(bootstrap),
+            relay_idle_poll_s=0.1,
+            webhook_backoff_base_s=0.3,
+            webhook_poll_s=0.05,
+            webhook_timeout_s=3.0,
+        )
+    )
+
+
+def catalog_app(db_url: str, bootstrap: str) -> FastAPI:
+    return create_catalog(
+        CatalogSettings(database_url=db_url, kafka=kafka(bootstrap), relay_idle_poll_s=0.1)
+    )
+
+
+@asynccontextmanager
+async def running(app: FastAPI, name: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=30):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
+            yield client
+
+
+class Receiver:
+    """A local HTTP server that fails the first `fail_first` tries of each delivery (500)."""
+
+    def __init__(self, fail_first: int) -> None:
+        self.fail_first = fail_first
+        self.requests: list[tuple[dict[str, str], bytes, int]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        delivery = headers.get(webhooks.DELIVERY_HEADER.lower())
+        tries = sum(
+            1 for h, _b, _s in self.requests if h.get(webhooks.DELIVERY_HEADER.lower()) == delivery
+        )
+        status = 500 if tries < self.fail_first else 200
+        self.requests.append((headers, body, status))
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok" if status == 200 else b"down"})
+
+
+@asynccontextmanager
+async def serving(receiver: Receiver) -> AsyncIterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(receiver, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:  # noqa: ASYNC110  (uvicorn offers no event to wait on)
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}/hooks/jejaring"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def assert_matches_asyncapi(raw: bytes) -> Envelope:
+    """The message as read from Kafka against the published document and the pydantic model."""
+    doc = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
+    body = json.loads(raw)
+    names = {m["name"]: key for key, m in doc["components"]["messages"].items()}
+    schema = {
+        "$ref": f"#/components/messages/{names[body['type']]}/payload",
+        "components": doc["components"],
+    }
+    jsonschema.Draft202012Validator(schema).validate(body)
+    envelope = Envelope.model_validate(body)
+    REGISTRY.get(envelope.type).model.model_validate(envelope.payload)
+    return envelope
+
+
+def error_of(resp: httpx.Response) -> tuple[int, str, str | None]:
+    err = resp.json()["error"]
+    return resp.status_code, err["code"], err["field"]
+
+
+def leg_event(leg_id: str, supplier_id: str, sku: str, **extra: Any) -> Envelope:
+    now = datetime.now(UTC)
+    payload = LegAssigned(
+        leg_id=leg_id,
+        request_id=f"req-{leg_id}",
+        supplier_id=supplier_id,
+        outlet_id="outlet-7",
+        sku=sku,
+        quantity=extra.pop("quantity", 24),
+        unit_price=extra.pop("unit_price", 15_000),
+        accept_by=now + timedelta(hours=2),
+        ship_by=now + timedelta(days=1),
+    )
+    return Envelope(
+        type="transfer.leg_assigned",
+        source="transfer",
+        key=payload.request_id,
+        correlation_id=payload.request_id,
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+async def projection_status(app: FastAPI, sku: str) -> str | None:
+    async with app.state.runtime.engine.connect() as conn:
+        status: str | None = (
+            await conn.execute(
+                sa.text("SELECT status FROM catalog_products WHERE sku = :s"), {"s": sku}
+            )
+        ).scalar()
+        return status
+
+
+async def count(app: FastAPI, table: str) -> int:
+    async with app.state.runtime.engine.connect() as conn:
+        return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+async def test_supplier_offers_assignments_webhooks_and_events(
+    db_url: str, private_broker: Any, tmp_path: Path
+) -> None:
+    bootstrap = private_broker.bootstrap_servers
+    catalog = catalog_app(f"sqlite+aiosqlite:///{tmp_path}/catalog.db", bootstrap)
+    supplier = supplier_app(db_url, bootstrap)
+    receiver = Receiver(fail_first=2)
+    async with (
+        serving(receiver) as hook_url,
+        running(catalog, "catalog") as cat,
+        running(supplier, "supplier") as sup,
+    ):
+        await cat.post("/api/v1/clusters", json={"code": "food", "name": "Food"})
+        for sku in ("KERIPIK", "SAMBAL", "OLD"):
+            body = {"sku": sku, "name": f"{sku} UMKM", "unit": "pack", "cluster": "food"}
+            assert (await cat.post("/api/v1/products", json=body)).status_code == 201
+        assert (await cat.post("/api/v1/products/OLD/retire")).status_code == 200
+
+        reg = await sup.post(
+            "/api/v1/suppliers",
+            json={
+                "name": "Bu Sari Snacks",
+                "kind": "small_producer",
+                "community": "212 Mart Bogor",
+                "regions": ["bogor"],
+                "clusters": ["food"],
+                "contact": {"name": "Sari", "phone": "+62 812 0000 1111"},
+                "webhook_url": hook_url,
+                "webhook_secret": SECRET,
+            },
+        )
+        assert reg.status_code == 201, reg.text
+        sid = reg.json()["id"]
+        assert reg.json()["webhook_secret_set"] is True and "webhook_secret" not in reg.json()
+        bad_reg = await sup.post("/api/v1/suppliers", json={"name": "X", "kind": "big_corp"})
+        assert error_of(bad_reg)[:2] == (422, "invalid")
+        forged = await sup.post(
+            "/api/v1/suppliers", json={"id": "sup_me", "name": "X", "kind": "small_producer"}
+        )
+        assert error_of(forged) == (422, "unknown_field", "id")
+
+        async def projected() -> bool:
+            return await projection_status(supplier, "OLD") == "retired" and (
+                await projection_status(supplier, "SAMBAL") == "active"
+            )
+
+        await wait_until(projected, what="the catalog projection")
+
+        # Offers: an active product only; bad input changes nothing.
+        soon = (datetime.now(UTC) + timedelta(days=7)).isoformat()
+        offer = {
+            "sku": "KERIPIK",
+            "quantity": 500,
+            "unit_price": 12_500,
+            "lead_time_hours": 24,
+            "min_order": 10,
+            "valid_until": soon,
+        }
+        made = await sup.post(f"/api/v1/suppliers/{sid}/offers", json=offer)
+        assert made.status_code == 201, made.text
+        offer_id = made.json()["id"]
+        past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        refusals = [
+            ({**offer, "sku": "OLD"}, (422, "product_retired", "sku")),
+            ({**offer, "sku": "NOPE"}, (422, "unknown_sku", "sku")),
+            ({**offer, "unit_price": -1}, (422, "too_small", "unit_price")),
+            ({**offer, "quantity": -5}, (422, "too_small", "quantity")),
+            ({**offer, "valid_until": past}, (422, "in_the_past", "valid_until")),
+            ({**offer, "status": "active"}, (422, "unknown_field", "status")),
+            ({**offer, "supplier_id": "other"}, (422, "unknown_field", "supplier_id")),
+            ({**offer, "sku": "K" * 65}, (422, "too_long", "sku")),
+        ]
+        for bad_offer, expected in refusals:
+            got = await sup.post(f"/api/v1/suppliers/{sid}/offers", json=bad_offer)
+            assert error_of(got) == expected, bad_offer
+        assert await count(supplier, "offers") == 1
+        unknown = await sup.post("/api/v1/suppliers/sup_nobody/offers", json=offer)
+        assert error_of(unknown) == (404, "supplier_not_found", "supplier_id")
+
+        # Two legs assigned by transfer; the first also arrives twice (redelivery).
+        leg1 = leg_event("leg-1", sid, "KERIPIK", quantity=24, unit_price=12_500)
+        leg2 = leg_event("leg-2", sid, "SAMBAL", quantity=10, unit_price=20_000)
+        leg1_again = leg1.model_copy(update={"id": uuid.uuid4()})
+        await send_raw(
+            bootstrap,
+            "transfer.events",
+            [(e.key.encode(), e.to_bytes()) for e in (leg1, leg2, leg1_again)],
+        )
+
+        async def inbox() -> list[Any]:
+            items = (await sup.get(f"/api/v1/suppliers/{sid}/assignments")).json()["items"]
+            return items if len(items) == 2 else []
+
+        items = await wait_until(inbox, what="two assignments in the inbox")
+        assert {i["leg_id"]: i["status"] for i in items} == {
+            "leg-1": "assigned",
+            "leg-2": "assigned",
+        }
+
+        # The webhook: two failures, then delivered, every request validly signed.
+        async def delivered() -> list[Any]:
+            page = (await sup.get(f"/api/v1/suppliers/{sid}/webhook-deliveries")).json()
+            done = [d for d in page["items"] if d["status"] == "delivered"]
+            return page["items"] if len(done) == 2 else []
+
+        deliveries = await wait_until(delivered, what="both webhooks delivered")
+        by_leg: dict[str, list[tuple[dict[str, str], bytes, int]]] = {}
+        for headers, raw, status in receiver.requests:
+            sig_ok = webhooks.verify(
+                SECRET,
+                headers[webhooks.TIMESTAMP_HEADER.lower()],
+                raw,
+                headers[webhooks.SIGNATURE_HEADER.lower()],
+            )
+            assert sig_ok, headers
+            assert not webhooks.verify(
+                "wrong-secret-xxxxxxxx",
+                headers[webhooks.TIMESTAMP_HEADER.lower()],
+                raw,
+                headers[webhooks.SIGNATURE_HEADER.lower()],
+            )
+            sent = json.loads(raw)
+            assert sent["type"] == "assignment.created"
+            assert headers[webhooks.DELIVERY_HEADER.lower()] == sent["id"]
+            by_leg.setdefault(sent["assignment"]["leg_id"], []).append((headers, raw, status))
+        assert len(receiver.requests) == 6  # each: 2 failures, then delivered; leg-1 once
+        assert sorted(by_leg) == ["leg-1", "leg-2"]
+        for delivery in deliveries:
+            log = delivery["log"]
+            assert delivery["attempts"] == 3
+            assert [(a["attempt"], a["ok"], a["status_code"]) for a in log] == [
+                (1, False, 500),
+                (2, False, 500),
+                (3, True, 200),
+            ]
+            assert log[0]["attempted_at"] < log[1]["attempted_at"] < log[2]["attempted_at"]
+        for tries in by_leg.values():
+            assert len({b for _h, b, _s in tries}) == 1  # the same bytes every try
+
+        # Accept twice (a retried request): accepted once.
+        base = f"/api/v1/suppliers/{sid}/assignments"
+        a1 = await sup.post(f"{base}/leg-1/accept")
+        a2 = await sup.post(f"{base}/leg-1/accept")
+        assert a1.status_code == a2.status_code == 200
+        assert a1.json()["status"] == a2.json()["status"] == "accepted"
+        assert a1.json()["accepted_at"] == a2.json()["accepted_at"]
+
+        # Decline the other; accepting it afterwards is refused; declining again is a no-op.
+        d1 = await sup.post(f"{base}/leg-2/decline", json={"reason": "out of chillies"})
+        assert d1.status_code == 200 and d1.json()["decline_reason"] == "out of chillies"
+        late = await sup.post(f"{base}/leg-2/accept")
+        assert error_of(late) == (409, "assignment_declined", "leg_id")
+        assert "declined" in late.json()["error"]["message"]
+        assert (
+            await sup.post(f"{base}/leg-2/decline", json={"reason": "again"})
+        ).status_code == 200
+        assert error_of(await sup.post(f"{base}/leg-1/decline", json={"reason": "x"})) == (
+            409,
+            "assignment_accepted",
+            "leg_id",
+        )
+        assert error_of(await sup.post(f"{base}/leg-2/ship", json={"quantity": 1})) == (
+            409,
+            "assignment_declined",
+            "leg_id",
+        )
+        assert error_of(await sup.post(f"{base}/leg-1/ship", json={"quantity": 25})) == (
+            422,
+            "too_large",
+            "quantity",
+        )
+        assert error_of(await sup.post(f"{base}/leg-1/ship", json={"quantity": 0})) == (
+            422,
+            "too_small",
+            "quantity",
+        )
+        assert error_of(await sup.post(f"{base}/leg-1/decline", json={"reason": "r" * 501})) == (
+            422,
+            "too_long",
+            "reason",
+        )
+        assert error_of(await sup.post("/api/v1/suppliers/sup_other/assignments/leg-1/accept")) == (
+            404,
+            "assignment_not_found",
+            "leg_id",
+        )
+
+        shipped = await sup.post(f"{base}/leg-1/ship", json={"quantity": 20, "note": "4 broke"})
+        assert shipped.status_code == 200 and shipped.json()["shipped_quantity"] == 20
+        assert (await sup.post(f"{base}/leg-1/ship", json={"quantity": 20})).status_code == 200
+
+        rel = (await sup.get(f"/api/v1/suppliers/{sid}/reliability")).json()
+        assert (rel["assigned"], rel["shipped_on_time"], rel["declined"], rel["score"]) == (
+            2,
+            1,
+            1,
+            0.5,
+        )
+        period = datetime.now(UTC).strftime("%Y-%m")
+        st = (await sup.get(f"/api/v1/suppliers/{sid}/settlements/{period}")).json()
+        assert (st["legs"], st["quantity"], st["amount"]) == (1, 20, 20 * 12_500)
+        assert (await sup.get(f"/api/v1/suppliers/{sid}/settlements/2026-13")).status_code == 422
+
+        # Retiring a product in the catalog withdraws the offers for it.
+        assert (await cat.post("/api/v1/products/KERIPIK/retire")).status_code == 200
+
+        async def withdrawn() -> bool:
+            page = (
+                await sup.get(f"/api/v1/suppliers/{sid}/offers", params={"status": "all"})
+            ).json()
+            return bool(page["items"][0]["status"] == "withdrawn")
+
+        await wait_until(withdrawn, what="the offer withdrawn")
+
+        async def supplier_events() -> list[Any]:
+            got = await read_all(bootstrap, "supplier.events", expect=10**9, timeout=2)
+            return got if len(got) >= 6 else []
+
+        sup_msgs = await wait_until(supplier_events, what="supplier events")
+        cat_msgs = await read_all(bootstrap, "catalog.events", expect=6, timeout=30)
+
+    sup_events = [assert_matches_asyncapi(m.value) for m in sup_msgs]
+    assert Counter(e.type for e in sup_events) == {
+        "supplier.registered": 1,
+        "supplier.offer_published": 1,
+        "supplier.assignment_accepted": 1,
+        "supplier.assignment_declined": 1,
+        "supplier.assignment_shipped": 1,
+        "supplier.offer_withdrawn": 1,
+    }
+    assert all(e.key == sid for e in sup_events)
+    accepted = next(e for e in sup_events if e.type == "supplier.assignment_accepted")
+    assert accepted.payload == {"leg_id": "leg-1", "supplier_id": sid}
+    assert accepted.correlation_id == "req-leg-1"
+    cat_events = [assert_matches_asyncapi(m.value) for m in cat_msgs]
+    assert Counter(e.type for e in cat_events) == {
+        "catalog.product_created": 3,
+        "catalog.product_retired": 2,
+    }
+    assert offer_id
+
+
+async def test_pending_webhooks_survive_a_restart(private_broker: Any, tmp_path: Path) -> None:
+    """A delivery that failed before the service stopped is sent after it starts again."""
+    bootstrap = private_broker.bootstrap_servers
+    db = f"sqlite+aiosqlite:///{tmp_path}/supplier.db"
+    receiver = Receiver(fail_first=1)
+    async with serving(receiver) as hook_url:
+        app = supplier_app(db, bootstrap)
+        async with running(app, "supplier") as sup:
+            reg = await sup.post(
+                "/api/v1/suppliers",
+                json={
+                    "name": "DC Cibinong",
+                    "kind": "distribution_center",
+                    "webhook_url": hook_url,
+                    "webhook_secret": SECRET,
+                },
+            )
+            sid = reg.json()["id"]
+            leg = leg_event("leg-r", sid, "ANY")
+            await send_raw(bootstrap, "transfer.events", [(leg.key.encode(), leg.to_bytes())])
+
+            async def first_try() -> bool:
+                return len(receiver.requests) >= 1
+
+            await wait_until(first_try, what="the first attempt")
+        # Stopped with the delivery pending; the second try happens after the restart.
+        assert len(receiver.requests) == 1
+        app2 = supplier_app(db, bootstrap)
+        async with running(app2, "supplier") as sup2:
+
+            async def delivered() -> list[Any]:
+                items = (await sup2.get(f"/api/v1/suppliers/{sid}/webhook-deliveries")).json()[
+                    "items"
+                ]
+                return items if items and items[0]["status"] == "delivered" else []
+
+            items = await wait_until(delivered, what="delivery after restart")
+    assert [a["status_code"] for a in items[0]["log"]] == [500, 200]
