@@ -1,0 +1,627 @@
+"""What the stock service does, one unit of work at a time.
+
+Routes and command handlers call these functions inside their UnitOfWork; nothing here
+commits. Each function that changes stock writes ledger movements and updates the level
+projection in the same transaction, and derives the events from the new levels at the end
+(`StockTxn.finish`), so an alert reflects what is committed, once per transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jejaring_shared.contracts import Envelope, Payload
+from jejaring_shared.contracts.stock import (
+    DispatchRejected,
+    OutletRegistered,
+    ReservationRejected,
+    ReservationReleased,
+    StockDispatched,
+    StockReceived,
+    StockReserved,
+)
+from jejaring_shared.csv_import import ImportReport, RowError, read_rows, validate_row
+from jejaring_shared.db import UnitOfWork, UnitOfWorkFactory
+from jejaring_shared.errors import ApiError
+
+from .adapters import repository as repo
+from .domain.model import (
+    Level,
+    MovementKind,
+    OutletStatus,
+    ReservationStatus,
+    crossing_events,
+    derived_levels,
+    pareto_classes,
+    smoothed_rate,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Planning settings the rules need (from StockSettings)."""
+
+    cover_limit_days: float = 60.0
+    default_lead_time_days: float = 2.0
+    review_days: float = 7.0
+    velocity_window_days: int = 28
+    velocity_alpha: float = 0.3
+
+
+def aware(dt: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; everything stored is UTC."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+class StockTxn:
+    """Levels loaded (and locked) in one transaction, and the events their changes raise."""
+
+    def __init__(
+        self, uow: UnitOfWork, policy: Policy, now: datetime, cause: Envelope | None = None
+    ) -> None:
+        self.uow = uow
+        self.policy = policy
+        self.now = now
+        self.cause = cause
+        self._levels: dict[tuple[str, str], Level] = {}
+        self._touched: dict[tuple[str, str], Level] = {}
+
+    async def conn(self) -> AsyncConnection:
+        return await self.uow.session.connection()
+
+    async def load(
+        self, outlet_id: str, skus: Iterable[str], *, create: bool = True
+    ) -> dict[str, Level]:
+        wanted = sorted({s for s in skus if (outlet_id, s) not in self._levels})
+        if wanted:
+            conn = await self.conn()
+            found = await repo.lock_levels(conn, outlet_id, wanted)
+            missing = [s for s in wanted if s not in found]
+            if create and missing:
+                # Lock first and create only what is missing: one round trip when the
+                # skus are known, which is nearly always.
+                await repo.ensure_levels(conn, outlet_id, missing, self.now)
+                found.update(await repo.lock_levels(conn, outlet_id, missing))
+            for sku, level in found.items():
+                self._levels[(outlet_id, sku)] = level
+        return {s: self._levels[(outlet_id, s)] for s in skus if (outlet_id, s) in self._levels}
+
+    def touch(self, level: Level) -> None:
+        self._touched[(level.outlet_id, level.sku)] = level
+
+    def publish(self, payload: Payload, key: str) -> None:
+        self.uow.publish(payload, key=key, cause=self.cause)
+
+    async def release_expired(self, level: Level) -> None:
+        """Expired reservations of this level are released here and now (the sweeper
+        would do it soon; a reservation or dispatch must not wait for it)."""
+        conn = await self.conn()
+        for res in await repo.expired_for_level(conn, level.outlet_id, level.sku, self.now):
+            await self.close_reservation(level, res, ReservationStatus.EXPIRED, "expired")
+
+    async def close_reservation(
+        self, level: Level, res: dict[str, Any], status: ReservationStatus, reason: str
+    ) -> None:
+        await repo.close_reservation(await self.conn(), res["id"], status.value, reason, self.now)
+        level.reserved -= res["quantity"]
+        self.touch(level)
+        if status is not ReservationStatus.DISPATCHED:
+            self.publish(
+                ReservationReleased(
+                    outlet_id=level.outlet_id,
+                    sku=level.sku,
+                    leg_id=res["leg_id"],
+                    quantity=res["quantity"],
+                    reason=reason,
+                ),
+                level.key,
+            )
+
+    async def finish(self) -> None:
+        for level in self._touched.values():
+            for event in crossing_events(level, cover_limit_days=self.policy.cover_limit_days):
+                self.publish(event, level.key)
+        await repo.save_levels(await self.conn(), self._touched.values(), self.now)
+        self._touched.clear()
+
+
+# -- outlets --------------------------------------------------------------------------------
+
+
+def _outlet_event(o: dict[str, Any]) -> OutletRegistered:
+    return OutletRegistered(
+        outlet_id=o["id"],
+        name=o["name"],
+        community=o["community"],
+        region=o["region"],
+        lat=o["lat"],
+        lon=o["lon"],
+        status=o["status"],
+    )
+
+
+async def register_outlet(uow: UnitOfWork, values: dict[str, Any], now: datetime) -> dict[str, Any]:
+    conn = await uow.session.connection()
+    row = {**values, "created_at": now, "updated_at": now}
+    if not await repo.insert_outlet(conn, row):
+        raise ApiError(409, "outlet_exists", f"outlet {values['id']!r} already exists", "id")
+    uow.publish(_outlet_event(row), key=row["id"])
+    return row
+
+
+async def change_outlet(
+    uow: UnitOfWork, outlet_id: str, changes: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    conn = await uow.session.connection()
+    current = await require_outlet(conn, outlet_id)
+    updated = {**current, **changes, "updated_at": now}
+    if updated != {**current, "updated_at": now}:
+        await repo.update_outlet(conn, outlet_id, {**changes, "updated_at": now})
+        uow.publish(_outlet_event(updated), key=outlet_id)
+        return updated
+    return current
+
+
+async def require_outlet(conn: AsyncConnection, outlet_id: str) -> dict[str, Any]:
+    outlet = await repo.get_outlet(conn, outlet_id)
+    if outlet is None:
+        raise ApiError(404, "outlet_not_found", f"no outlet {outlet_id!r}", "outlet_id")
+    return outlet
+
+
+# -- movements ------------------------------------------------------------------------------
+
+
+@dataclass
+class MoveIn:
+    sku: str
+    kind: MovementKind
+    quantity: int
+    """Signed: what the movement adds to on hand."""
+    idempotency_key: str
+    occurred_at: datetime
+    reason: str | None = None
+    reference: str | None = None
+
+
+@dataclass
+class Recorded:
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+async def record_movements(
+    txn: StockTxn, outlet_id: str, moves: Sequence[MoveIn], actor: str
+) -> Recorded:
+    """Write movements that were not recorded before (by idempotency key) and apply them
+    to the levels. Resent keys, and keys repeated within `moves`, are duplicates."""
+    out = Recorded()
+    unique: list[MoveIn] = []
+    seen: set[str] = set()
+    for m in moves:
+        if m.idempotency_key in seen:
+            out.duplicates.append(m.idempotency_key)
+        else:
+            seen.add(m.idempotency_key)
+            unique.append(m)
+    levels = await txn.load(outlet_id, {m.sku for m in unique})
+    inserted = await repo.insert_movements(
+        await txn.conn(),
+        [
+            {
+                "outlet_id": outlet_id,
+                "sku": m.sku,
+                "kind": m.kind.value,
+                "quantity": m.quantity,
+                "reason": m.reason,
+                "actor": actor,
+                "occurred_at": m.occurred_at,
+                "recorded_at": txn.now,
+                "idempotency_key": m.idempotency_key,
+                "reference": m.reference,
+            }
+            for m in unique
+        ],
+    )
+    for m in unique:
+        if m.idempotency_key in inserted:
+            level = levels[m.sku]
+            level.on_hand += m.quantity
+            txn.touch(level)
+            out.accepted.append(m.idempotency_key)
+        else:
+            out.duplicates.append(m.idempotency_key)
+    return out
+
+
+async def count_stock(
+    txn: StockTxn,
+    outlet_id: str,
+    *,
+    sku: str,
+    counted: int,
+    key: str,
+    reason: str,
+    actor: str,
+    occurred_at: datetime,
+) -> tuple[bool, int]:
+    """A stock count: an adjustment by the difference to what is on hand.
+    Returns (recorded, delta); a resent key records nothing."""
+    level = (await txn.load(outlet_id, [sku]))[sku]
+    if await repo.existing_keys(await txn.conn(), outlet_id, [key]):
+        return False, 0
+    delta = counted - level.on_hand
+    move = MoveIn(sku, MovementKind.ADJUSTMENT, delta, key, occurred_at, reason)
+    await record_movements(txn, outlet_id, [move], actor)
+    return True, delta
+
+
+# -- reservations ---------------------------------------------------------------------------
+
+
+@dataclass
+class ReserveOutcome:
+    reserved: bool
+    reason: str | None
+    available: int
+    reservation: dict[str, Any] | None = None
+
+
+async def reserve(
+    txn: StockTxn,
+    *,
+    outlet_id: str,
+    sku: str,
+    leg_id: str,
+    quantity: int,
+    expires_in_s: int,
+    announce_rejection: bool,
+) -> ReserveOutcome:
+    """Reserve units for a leg, never beyond what is available. The level row is locked
+    first, so concurrent reservations of the same stock queue up behind each other."""
+    conn = await txn.conn()
+    outlet = await repo.get_outlet(conn, outlet_id)
+    level = (await txn.load(outlet_id, [sku], create=False)).get(sku)
+    if level is not None:
+        await txn.release_expired(level)
+    available = level.available if level else 0
+    existing = await repo.get_reservation(conn, leg_id)
+    reason: str | None = None
+    if existing is not None:
+        same = (existing["outlet_id"], existing["sku"], existing["quantity"]) == (
+            outlet_id,
+            sku,
+            quantity,
+        )
+        if same and existing["status"] == ReservationStatus.ACTIVE.value:
+            # A repeated command: answer as the first time.
+            txn.publish(_reserved_event(existing), f"{outlet_id}:{sku}")
+            return ReserveOutcome(True, None, available, existing)
+        reason = f"leg_already_{existing['status']}" if same else "leg_reserved_elsewhere"
+    elif outlet is None:
+        reason = "unknown_outlet"
+    elif outlet["status"] == OutletStatus.CLOSED.value:
+        reason = "outlet_closed"
+    elif level is None or available < quantity:
+        reason = "insufficient_stock"
+    if reason is not None:
+        if announce_rejection:
+            txn.publish(
+                ReservationRejected(
+                    outlet_id=outlet_id,
+                    sku=sku,
+                    leg_id=leg_id,
+                    quantity=quantity,
+                    available=available,
+                    reason=reason,
+                ),
+                f"{outlet_id}:{sku}",
+            )
+        return ReserveOutcome(False, reason, available)
+    assert level is not None
+    res = {
+        "leg_id": leg_id,
+        "outlet_id": outlet_id,
+        "sku": sku,
+        "quantity": quantity,
+        "status": ReservationStatus.ACTIVE.value,
+        "expires_at": txn.now + timedelta(seconds=expires_in_s),
+        "created_at": txn.now,
+    }
+    await repo.insert_reservation(conn, res)
+    level.reserved += quantity
+    txn.touch(level)
+    txn.publish(_reserved_event(res), level.key)
+    return ReserveOutcome(True, None, level.available, res)
+
+
+def _reserved_event(res: dict[str, Any]) -> StockReserved:
+    return StockReserved(
+        outlet_id=res["outlet_id"],
+        sku=res["sku"],
+        leg_id=res["leg_id"],
+        quantity=res["quantity"],
+        expires_at=aware(res["expires_at"]),
+    )
+
+
+async def _active_reservation(
+    txn: StockTxn, leg_id: str
+) -> tuple[dict[str, Any] | None, Level | None]:
+    """The leg's reservation with its level locked, after releasing what has expired."""
+    conn = await txn.conn()
+    res = await repo.get_reservation(conn, leg_id)
+    if res is None:
+        return None, None
+    level = (await txn.load(res["outlet_id"], [res["sku"]], create=False))[res["sku"]]
+    await txn.release_expired(level)
+    return await repo.get_reservation(conn, leg_id), level
+
+
+async def release(txn: StockTxn, *, leg_id: str, reason: str) -> dict[str, Any] | None:
+    """Release a leg's reservation; releasing one that is no longer active changes nothing."""
+    res, level = await _active_reservation(txn, leg_id)
+    if res is not None and level is not None and res["status"] == ReservationStatus.ACTIVE.value:
+        await txn.close_reservation(level, res, ReservationStatus.RELEASED, reason)
+        res = await repo.get_reservation(await txn.conn(), leg_id)
+    return res
+
+
+async def dispatch(txn: StockTxn, *, leg_id: str, actor: str) -> tuple[bool, str | None]:
+    """The reserved units leave the outlet as a transfer-out. (ok, reason if refused)"""
+    res, level = await _active_reservation(txn, leg_id)
+    if res is None or level is None:
+        return False, "not_reserved"
+    if res["status"] == ReservationStatus.DISPATCHED.value:
+        return True, None  # resent: it left once
+    if res["status"] != ReservationStatus.ACTIVE.value:
+        return False, f"reservation_{res['status']}"
+    await record_movements(
+        txn,
+        level.outlet_id,
+        [
+            MoveIn(
+                level.sku,
+                MovementKind.TRANSFER_OUT,
+                -res["quantity"],
+                f"transfer_out:{leg_id}",
+                txn.now,
+                reference=leg_id,
+            )
+        ],
+        actor,
+    )
+    await txn.close_reservation(level, res, ReservationStatus.DISPATCHED, "dispatched")
+    txn.publish(
+        StockDispatched(
+            outlet_id=level.outlet_id, sku=level.sku, leg_id=leg_id, quantity=res["quantity"]
+        ),
+        level.key,
+    )
+    return True, None
+
+
+async def receive(
+    txn: StockTxn,
+    *,
+    outlet_id: str,
+    sku: str,
+    leg_id: str,
+    quantity: int,
+    reason: str | None,
+    actor: str,
+) -> bool:
+    """Units of a leg arrived (a transfer-in); False when this leg was received before."""
+    if quantity == 0:
+        done = await repo.existing_keys(await txn.conn(), outlet_id, [f"transfer_in:{leg_id}"])
+        if done:
+            return False
+    key = f"transfer_in:{leg_id}"
+    move = MoveIn(sku, MovementKind.TRANSFER_IN, quantity, key, txn.now, reason, leg_id)
+    recorded = await record_movements(txn, outlet_id, [move], actor)
+    if not recorded.accepted:
+        return False
+    txn.publish(
+        StockReceived(
+            outlet_id=outlet_id, sku=sku, leg_id=leg_id, quantity=quantity, reason=reason
+        ),
+        f"{outlet_id}:{sku}",
+    )
+    return True
+
+
+async def reject_dispatch(
+    txn: StockTxn, outlet_id: str, sku: str, leg_id: str, reason: str
+) -> None:
+    txn.publish(
+        DispatchRejected(outlet_id=outlet_id, sku=sku, leg_id=leg_id, reason=reason),
+        f"{outlet_id}:{sku}",
+    )
+
+
+# -- background work ------------------------------------------------------------------------
+
+
+async def sweep_expired(
+    uows: UnitOfWorkFactory, policy: Policy, now: datetime, limit: int = 200
+) -> int:
+    """Release reservations that outlived their expiry; one transaction per level.
+    Returns how many levels were swept."""
+    async with uows() as uow:
+        keys = await repo.expired_level_keys(await uow.session.connection(), now, limit)
+    for outlet_id, sku in keys:
+        async with uows() as uow:
+            txn = StockTxn(uow, policy, now)
+            level = (await txn.load(outlet_id, [sku], create=False)).get(sku)
+            if level is None:
+                continue
+            await txn.release_expired(level)
+            await txn.finish()
+            await uow.commit()
+    return len(keys)
+
+
+def _days(today: date, window: int) -> list[str]:
+    """The last `window` complete days, oldest first (today is not over yet)."""
+    return [(today - timedelta(days=d)).isoformat() for d in range(window, 0, -1)]
+
+
+async def sales_by_day(
+    uow: UnitOfWork, policy: Policy, now: datetime
+) -> tuple[list[str], dict[tuple[str, str], dict[str, int]]]:
+    days = _days(now.date(), policy.velocity_window_days)
+    since = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
+    per: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for outlet_id, sku, day, units in await repo.daily_sales(await uow.session.connection(), since):
+        per[(outlet_id, sku)][day] = units
+    return days, per
+
+
+async def refresh_velocity(uows: UnitOfWorkFactory, policy: Policy, now: datetime) -> int:
+    """Recompute every level's smoothed daily sales rate from the ledger, and the reorder
+    point and maximum derived from it (unless ops pinned them). Returns levels changed."""
+    async with uows() as uow:
+        days, per = await sales_by_day(uow, policy, now)
+        keys = await repo.all_level_keys(await uow.session.connection())
+    by_outlet: dict[str, list[str]] = defaultdict(list)
+    for outlet_id, sku in keys:
+        by_outlet[outlet_id].append(sku)
+    changed = 0
+    for outlet_id, skus in by_outlet.items():
+        async with uows() as uow:
+            txn = StockTxn(uow, policy, now)
+            for sku, level in (await txn.load(outlet_id, skus, create=False)).items():
+                sold = per.get((outlet_id, sku), {})
+                rate = smoothed_rate((sold.get(d, 0) for d in days), policy.velocity_alpha)
+                rop, maximum = derived_levels(
+                    rate,
+                    lead_time_days=level.lead_time_days or policy.default_lead_time_days,
+                    safety_stock=level.safety_stock,
+                    review_days=policy.review_days,
+                )
+                before = (level.velocity, level.reorder_point, level.maximum)
+                level.velocity = rate
+                if not level.rop_pinned:
+                    level.reorder_point = rop
+                if not level.max_pinned:
+                    level.maximum = max(maximum, level.reorder_point)
+                if (level.velocity, level.reorder_point, level.maximum) != before:
+                    txn.touch(level)
+                    changed += 1
+            await txn.finish()
+            await uow.commit()
+    return changed
+
+
+async def network_pareto(uow: UnitOfWork, policy: Policy, now: datetime) -> dict[str, Any]:
+    _, per = await sales_by_day(uow, policy, now)
+    units: dict[str, int] = defaultdict(int)
+    for (_outlet, sku), sold in per.items():
+        units[sku] += sum(sold.values())
+    classes = pareto_classes(units)
+    return {
+        "window_days": policy.velocity_window_days,
+        "total_units": sum(units.values()),
+        "skus": [
+            {"sku": sku, "units": units[sku], "class": classes[sku]}
+            for sku in sorted(units, key=lambda s: (-units[s], s))
+        ],
+    }
+
+
+# -- CSV import of opening stock --------------------------------------------------------------
+
+
+OPENING_COLUMNS = ("sku", "quantity", "reorder_point", "maximum", "safety_stock")
+
+
+class OpeningRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    quantity: int = Field(ge=0, le=10_000_000)
+    reorder_point: int | None = Field(default=None, ge=0)
+    maximum: int | None = Field(default=None, ge=0)
+    safety_stock: int | None = Field(default=None, ge=0)
+
+
+async def import_opening_stock(
+    txn: StockTxn, outlet_id: str, text: str, actor: str, *, max_rows: int = 20_000
+) -> ImportReport:
+    """Opening stock per sku from CSV (sku,quantity[,reorder_point,maximum,safety_stock]),
+    with the catalog's row-level report: every bad row with its line and reason, the good
+    rows taken. Each sku's opening is one movement keyed `opening:<sku>`, so a rerun takes
+    nothing twice (those rows count as unchanged)."""
+    report = ImportReport()
+    rows, errors = read_rows(
+        text, columns=OPENING_COLUMNS, required=("sku", "quantity"), max_rows=max_rows
+    )
+    report.rows = len(rows) + len(errors)
+    report.reject(errors)
+    good: dict[str, tuple[int, OpeningRow]] = {}
+    for line, cells in rows:
+        row = validate_row(OpeningRow, line, cells)
+        if isinstance(row, list):
+            report.reject(row)
+        elif row.sku in good:
+            first = good[row.sku][0]
+            report.reject(
+                [
+                    RowError(
+                        line=line,
+                        field="sku",
+                        code="duplicate_row",
+                        reason=f"sku {row.sku} is already on line {first}",
+                    )
+                ]
+            )
+        else:
+            good[row.sku] = (line, row)
+    moves = [
+        MoveIn(
+            sku, MovementKind.ADJUSTMENT, row.quantity, f"opening:{sku}", txn.now, "opening stock"
+        )
+        for sku, (_line, row) in good.items()
+    ]
+    recorded = await record_movements(txn, outlet_id, moves, actor)
+    report.created = len(recorded.accepted)
+    report.unchanged = len(recorded.duplicates)
+    levels = await txn.load(outlet_id, good)
+    for key in recorded.accepted:
+        sku = key.removeprefix("opening:")
+        extra = good[sku][1].model_dump(
+            include={"reorder_point", "maximum", "safety_stock"}, exclude_none=True
+        )
+        if extra:
+            apply_settings(levels[sku], extra)
+            txn.touch(levels[sku])
+    return report.finish()
+
+
+def apply_settings(level: Level, values: dict[str, Any]) -> None:
+    """Ops' settings: a reorder point or maximum given here is pinned (kept when the
+    sales rate changes); null unpins it."""
+    if "safety_stock" in values and values["safety_stock"] is not None:
+        level.safety_stock = values["safety_stock"]
+    if "reorder_point" in values:
+        level.rop_pinned = values["reorder_point"] is not None
+        if values["reorder_point"] is not None:
+            level.reorder_point = values["reorder_point"]
+    if "maximum" in values:
+        level.max_pinned = values["maximum"] is not None
+        if values["maximum"] is not None:
+            level.maximum = values["maximum"]
+    if "auto_restock" in values and values["auto_restock"] is not None:
+        level.auto_restock = values["auto_restock"]
+    if "lead_time_days" in values:
+        level.lead_time_days = values["lead_time_days"]

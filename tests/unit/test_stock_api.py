@@ -1,0 +1,341 @@
+"""The stock service's API on SQLite with Kafka unreachable (events are read back from the
+outbox, where they commit with the change)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from support.stock import (
+    level,
+    make_outlet,
+    new_id,
+    outbox_events,
+    receive,
+    running_stock,
+    stock_settings,
+)
+
+
+@pytest.fixture
+async def stock(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    settings = stock_settings(f"sqlite+aiosqlite:///{tmp_path}/stock.db", sweep_interval_s=3600)
+    async with running_stock(settings) as pair:
+        yield pair
+
+
+def sale(key: str, sku: str, qty: int = 1, at: datetime | None = None) -> dict[str, Any]:
+    return {
+        "idempotency_key": key,
+        "sku": sku,
+        "quantity": qty,
+        "sold_at": (at or datetime.now(UTC)).isoformat(),
+    }
+
+
+async def types_for(app: FastAPI, outlet: str, sku: str) -> list[str]:
+    return [t for t, _ in await outbox_events(app, key_prefix=f"{outlet}:{sku}")]
+
+
+async def test_outlet_register_change_and_events(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = stock
+    outlet = await make_outlet(client)
+    dup = await client.post("/api/v1/outlets", json={"id": outlet, "name": "x"})
+    assert dup.status_code == 409 and dup.json()["error"]["code"] == "outlet_exists"
+    resp = await client.patch(f"/api/v1/outlets/{outlet}", json={"status": "at_risk"})
+    assert resp.status_code == 200 and resp.json()["status"] == "at_risk"
+    bad = await client.patch(f"/api/v1/outlets/{outlet}", json={"status": "sleepy"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "status"
+    events = await outbox_events(app, key_prefix=outlet)
+    assert [(t, p["status"]) for t, p in events] == [
+        ("stock.outlet_registered", "active"),
+        ("stock.outlet_registered", "at_risk"),
+    ]
+    missing = await client.get("/api/v1/outlets/nope/stock")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "outlet_not_found"
+
+
+async def test_same_pos_batch_three_times_counts_once(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = stock
+    outlet = await make_outlet(client)
+    await receive(client, outlet, "beras", 100)
+    earlier = datetime.now(UTC) - timedelta(days=3)
+    lines = [sale(f"pos-{i}", "beras" if i % 2 else "gula", 2, earlier) for i in range(10)]
+    answers = []
+    for _ in range(3):
+        resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
+        assert resp.status_code == 200, resp.text
+        answers.append(resp.json())
+    assert answers[0] == {"received": 10, "accepted": 10, "duplicates": []}
+    for later in answers[1:]:
+        assert later["accepted"] == 0
+        assert sorted(later["duplicates"]) == sorted(line["idempotency_key"] for line in lines)
+    assert (await level(client, outlet, "beras"))["on_hand"] == 100 - 5 * 2
+    # gula was never received: on hand goes negative, the sale stands, ops are told once.
+    gula = await level(client, outlet, "gula")
+    assert gula["on_hand"] == -10
+    assert (await types_for(app, outlet, "gula")).count("stock.discrepancy") == 1
+    # Original times are kept.
+    moves = (await client.get(f"/api/v1/outlets/{outlet}/movements?sku=gula")).json()
+    assert {m["occurred_at"][:10] for m in moves["movements"]} == {earlier.date().isoformat()}
+    check = (await client.get(f"/api/v1/outlets/{outlet}/ledger-check")).json()
+    assert check == {"levels": 2, "mismatches": []}
+
+
+async def test_repeated_key_within_one_batch_is_a_duplicate(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _app, client = stock
+    outlet = await make_outlet(client)
+    lines = [sale("k1", "a"), sale("k1", "a"), sale("k2", "a")]
+    resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
+    assert resp.json() == {"received": 3, "accepted": 2, "duplicates": ["k1"]}
+
+
+async def test_bad_batches_are_refused_whole_with_the_field(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = stock
+    outlet = await make_outlet(client)
+    before = await outbox_events(app)
+    cases = [
+        ([sale("a", "x", 0)], "lines.0.quantity", "too_small"),
+        (
+            [sale("a", "x"), {**sale("b", "x"), "sold_at": "2024-01-01T10:00:00"}],
+            "lines.1.sold_at",
+            None,
+        ),
+        (
+            [sale("a", "x", at=datetime.now(UTC) + timedelta(days=3))],
+            "lines.0.sold_at",
+            "sold_in_future",
+        ),
+        ([{**sale("a", "x"), "price": 5}], "lines.0.price", "unknown_field"),
+        ([], "lines", None),
+    ]
+    for lines, field, code in cases:
+        resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
+        assert resp.status_code == 422, resp.text
+        err = resp.json()["error"]
+        assert err["field"] == field
+        if code:
+            assert err["code"] == code
+    too_many = [sale(f"k{i}", "x") for i in range(1001)]
+    resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": too_many})
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "lines"
+    assert await outbox_events(app) == before
+    assert (await client.get(f"/api/v1/outlets/{outlet}/stock")).json()["levels"] == []
+
+
+async def test_stock_low_once_per_crossing(stock: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, client = stock
+    outlet = await make_outlet(client)
+    await receive(client, outlet, "teh", 15)
+    resp = await client.put(
+        f"/api/v1/outlets/{outlet}/stock/teh/settings", json={"reorder_point": 10, "maximum": 40}
+    )
+    assert resp.status_code == 200 and resp.json()["reorder_point_pinned"]
+
+    async def sell(n: int) -> None:
+        r = await client.post(
+            f"/api/v1/outlets/{outlet}/sales", json={"lines": [sale(new_id("s"), "teh", n)]}
+        )
+        assert r.status_code == 200
+
+    async def lows() -> int:
+        return (await types_for(app, outlet, "teh")).count("stock.low")
+
+    await sell(3)  # 12
+    assert await lows() == 0
+    await sell(3)  # 9: crosses
+    assert await lows() == 1
+    for _ in range(4):  # 7, 5, 3, 1: still below, no more alerts
+        await sell(2)
+    assert await lows() == 1
+    await receive(client, outlet, "teh", 20)  # 21: back above
+    await sell(11)  # 10: crosses again
+    assert await lows() == 2
+    await sell(10)  # 0
+    types = await types_for(app, outlet, "teh")
+    assert types.count("stock.out") == 1 and types.count("stock.low") == 2
+    await receive(client, outlet, "teh", 50)  # above the maximum
+    assert (await types_for(app, outlet, "teh")).count("stock.surplus") == 1
+
+
+async def test_movement_endpoints_and_idempotency(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _app, client = stock
+    outlet = await make_outlet(client)
+    base = f"/api/v1/outlets/{outlet}"
+    await receive(client, outlet, "kopi", 30, key="rcpt-1")
+    again = await client.post(
+        f"{base}/receipts",
+        json={
+            "idempotency_key": "rcpt-1",
+            "sku": "kopi",
+            "quantity": 30,
+            "source": "distribution_center",
+        },
+    )
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    no_supplier = await client.post(
+        f"{base}/receipts",
+        json={"idempotency_key": "r2", "sku": "kopi", "quantity": 3, "source": "supplier"},
+    )
+    assert no_supplier.status_code == 422 and no_supplier.json()["error"]["field"] == "supplier_id"
+    r = await client.post(
+        f"{base}/write-offs",
+        json={"idempotency_key": "w1", "sku": "kopi", "quantity": 2, "reason": "expired"},
+    )
+    assert r.status_code == 201
+    r = await client.post(
+        f"{base}/returns",
+        json={"idempotency_key": "ret1", "sku": "kopi", "quantity": 1, "reason": "wrong item"},
+    )
+    assert r.status_code == 201
+    r = await client.post(
+        f"{base}/adjustments",
+        json={
+            "idempotency_key": "count-1",
+            "sku": "kopi",
+            "counted": 25,
+            "reason": "monthly count",
+        },
+    )
+    assert r.status_code == 201 and r.json()["delta"] == 25 - 29
+    r = await client.post(
+        f"{base}/adjustments",
+        json={
+            "idempotency_key": "count-1",
+            "sku": "kopi",
+            "counted": 25,
+            "reason": "monthly count",
+        },
+    )
+    assert r.status_code == 200 and r.json()["duplicate"] is True
+    no_reason = await client.post(
+        f"{base}/adjustments", json={"idempotency_key": "c2", "sku": "kopi", "counted": 1}
+    )
+    assert no_reason.status_code == 422 and no_reason.json()["error"]["field"] == "reason"
+    assert (await level(client, outlet, "kopi"))["on_hand"] == 25
+    moves = (await client.get(f"{base}/movements")).json()["movements"]
+    assert [(m["kind"], m["quantity"]) for m in moves] == [
+        ("receipt", 30),
+        ("write_off", -2),
+        ("return", 1),
+        ("adjustment", -4),
+    ]
+    assert all(m["actor"] and m["reason"] for m in moves)
+
+
+async def test_opening_stock_csv_reports_bad_rows_and_reruns_cleanly(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _app, client = stock
+    outlet = await make_outlet(client)
+    text = (
+        "sku,quantity,reorder_point\nberas,40,10\ngula,-3,\nminyak,abc,\nberas,5,\n,4,\nteh,12,\n"
+    )
+    url = f"/api/v1/outlets/{outlet}/opening-stock"
+    headers = {"content-type": "text/csv"}
+    first = (await client.post(url, content=text, headers=headers)).json()
+    assert first["created"] == 2 and first["rejected"] == 4
+    assert [(e["line"], e["field"]) for e in first["errors"]] == [
+        (3, "quantity"),
+        (4, "quantity"),
+        (5, "sku"),
+        (6, "sku"),
+    ]
+    second = (await client.post(url, content=text, headers=headers)).json()
+    assert second["created"] == 0 and second["unchanged"] == 2
+    beras = await level(client, outlet, "beras")
+    assert beras["on_hand"] == 40 and beras["reorder_point"] == 10
+    bad = await client.post(url, content="item,qty\nx,1\n", headers=headers)
+    assert bad.status_code == 400
+
+
+async def test_reservations_over_the_api(stock: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, client = stock
+    outlet = await make_outlet(client)
+    base = f"/api/v1/outlets/{outlet}"
+    await receive(client, outlet, "susu", 10)
+    r = await client.post(
+        f"{base}/reservations", json={"leg_id": "L1", "sku": "susu", "quantity": 7}
+    )
+    assert r.status_code == 201 and r.json()["available"] == 3
+    r = await client.post(
+        f"{base}/reservations", json={"leg_id": "L2", "sku": "susu", "quantity": 4}
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "insufficient_stock"
+    assert r.json()["error"]["field"] == "quantity"
+    r = await client.post(f"{base}/reservations/L1/dispatch")
+    assert r.status_code == 200 and r.json()["status"] == "dispatched"
+    lv = await level(client, outlet, "susu")
+    assert (lv["on_hand"], lv["reserved"], lv["available"]) == (3, 0, 3)
+    r = await client.post(
+        f"{base}/reservations", json={"leg_id": "L3", "sku": "susu", "quantity": 2}
+    )
+    assert r.status_code == 201
+    r = await client.post(f"{base}/reservations/L3/release", json={"reason": "cancelled"})
+    assert r.status_code == 200 and r.json()["status"] == "released"
+    r = await client.post(f"{base}/reservations/L3/dispatch")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "reservation_released"
+    # The destination receives less than was sent: a reason is required.
+    dest = await make_outlet(client)
+    r = await client.post(
+        f"/api/v1/outlets/{dest}/transfers-in",
+        json={"leg_id": "L1", "sku": "susu", "quantity": 6, "sent_quantity": 7},
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "reason_required"
+    body = {"leg_id": "L1", "sku": "susu", "quantity": 6, "sent_quantity": 7, "reason": "1 torn"}
+    r = await client.post(f"/api/v1/outlets/{dest}/transfers-in", json=body)
+    assert r.status_code == 201
+    r = await client.post(f"/api/v1/outlets/{dest}/transfers-in", json=body)
+    assert r.status_code == 200 and r.json()["duplicate"] is True
+    assert (await level(client, dest, "susu"))["on_hand"] == 6
+    types = await types_for(app, outlet, "susu")
+    assert types.count("stock.reserved") == 2 and types.count("stock.dispatched") == 1
+    assert types.count("stock.reservation_released") == 1
+
+
+async def test_expired_reservation_stops_counting_at_once(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = stock  # the sweeper is slowed down to an hour here
+    outlet = await make_outlet(client)
+    base = f"/api/v1/outlets/{outlet}"
+    await receive(client, outlet, "roti", 5)
+    r = await client.post(
+        f"{base}/reservations",
+        json={"leg_id": "E1", "sku": "roti", "quantity": 5, "expires_in_s": 3},
+    )
+    assert r.status_code == 201
+    assert (await level(client, outlet, "roti"))["available"] == 0
+    await asyncio.sleep(3.2)
+    lv = await level(client, outlet, "roti")
+    assert (lv["reserved"], lv["available"]) == (0, 5)
+    # Reserving releases the expired one in the same transaction, so all 5 can be taken.
+    r = await client.post(
+        f"{base}/reservations", json={"leg_id": "E2", "sku": "roti", "quantity": 5}
+    )
+    assert r.status_code == 201
+    r = await client.post(f"{base}/reservations/E1/dispatch")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "reservation_expired"
+    released = [
+        p
+        for t, p in await outbox_events(app, key_prefix=outlet)
+        if t == "stock.reservation_released"
+    ]
+    assert [(p["leg_id"], p["reason"]) for p in released] == [("E1", "expired")]
