@@ -1,0 +1,846 @@
+"""The transfer saga, one unit of work at a time.
+
+Routes, event handlers and the deadline driver call these functions inside their
+UnitOfWork; nothing here commits. Every transition writes the new state, a history row and
+an event (key and correlation id: the request id) in the same transaction; commands to
+stock go to stock.commands keyed by the source's `outlet_id:sku`.
+
+request: open -> matching -> fulfilled | partially_fulfilled | expired | cancelled
+leg (outlet):   proposed -> reserved -> dispatched -> received
+leg (supplier): proposed -> accepted -> shipped -> received
+any leg:        -> rejected | declined | timed_out | released  => re-match the remainder
+                -> cancelled (request cancelled or expired; reservation released)
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from jejaring_shared.contracts import Envelope
+from jejaring_shared.contracts.stock import ReleaseStock, ReserveStock
+from jejaring_shared.contracts.transfer import (
+    CandidateConsidered,
+    LegAccepted,
+    LegAssigned,
+    LegCancelled,
+    LegDeclined,
+    LegDispatched,
+    LegExpired,
+    LegProposed,
+    LegReceived,
+    LegRejected,
+    LegReserved,
+    LegShipped,
+    MatchedLeg,
+    RestockRequestCancelled,
+    RestockRequestExpired,
+    RestockRequestFulfilled,
+    RestockRequestMatched,
+    RestockRequestMerged,
+    RestockRequestOpened,
+    RestockRequestPartiallyFulfilled,
+)
+from jejaring_shared.db import UnitOfWork
+from jejaring_shared.errors import ApiError
+
+from .adapters.tables import (
+    legs,
+    offers_view,
+    outlets_view,
+    products_view,
+    restock_requests,
+    saga_history,
+    stock_view,
+    suppliers_view,
+)
+from .config import TransferSettings
+from .domain import matching as m
+
+log = logging.getLogger(__name__)
+
+OPEN_STATES = ("open", "matching")
+LIVE_LEG_STATES = ("proposed", "reserved", "accepted", "dispatched", "shipped")
+FAILED_LEG_STATES = ("rejected", "declined", "timed_out", "released", "cancelled")
+IN_TRANSIT = ("dispatched", "shipped")
+RELIABILITY_PRIOR = (1.6, 2.0)
+"""(accepted, decided) pseudo-counts: a new supplier starts at 0.8."""
+
+_LEG_EVENTS: dict[str, type[Any]] = {
+    "reserved": LegReserved,
+    "rejected": LegRejected,
+    "accepted": LegAccepted,
+    "declined": LegDeclined,
+    "timed_out": LegExpired,
+    "dispatched": LegDispatched,
+    "shipped": LegShipped,
+    "received": LegReceived,
+    "cancelled": LegCancelled,
+    "released": LegCancelled,
+}
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without a zone; everything stored is UTC."""
+    if dt is None:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+@dataclass
+class Ctx:
+    """One saga step: the unit of work, the time, the settings and the event that caused it."""
+
+    uow: UnitOfWork
+    settings: TransferSettings
+    now: datetime
+    cause: Envelope | None = None
+    policy: m.Policy = field(default_factory=m.Policy)
+
+    async def conn(self) -> AsyncConnection:
+        return await self.uow.session.connection()
+
+    def emit(self, payload: Any, request_id: str) -> None:
+        self.uow.publish(payload, key=request_id, correlation_id=request_id, cause=self.cause)
+
+    def command(self, payload: Any, key: str, request_id: str) -> None:
+        self.uow.publish(payload, key=key, correlation_id=request_id, cause=self.cause)
+
+    async def history(
+        self,
+        request_id: str,
+        to_state: str,
+        *,
+        leg_id: str | None = None,
+        from_state: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        await (await self.conn()).execute(
+            sa.insert(saga_history).values(
+                request_id=request_id,
+                leg_id=leg_id,
+                from_state=from_state,
+                to_state=to_state,
+                reason=(reason or None) and reason[:500],
+                at=self.now,
+            )
+        )
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+async def one(conn: AsyncConnection, stmt: Any) -> dict[str, Any] | None:
+    row = (await conn.execute(stmt)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def many(conn: AsyncConnection, stmt: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def lock_request(conn: AsyncConnection, request_id: str) -> dict[str, Any] | None:
+    return await one(
+        conn,
+        sa.select(restock_requests).where(restock_requests.c.id == request_id).with_for_update(),
+    )
+
+
+async def get_leg(conn: AsyncConnection, leg_id: str) -> dict[str, Any] | None:
+    return await one(conn, sa.select(legs).where(legs.c.id == leg_id))
+
+
+async def legs_of(conn: AsyncConnection, request_id: str) -> list[dict[str, Any]]:
+    return await many(
+        conn,
+        sa.select(legs)
+        .where(legs.c.request_id == request_id)
+        .order_by(legs.c.created_at, legs.c.id),
+    )
+
+
+def remainder(request: dict[str, Any], request_legs: Sequence[dict[str, Any]]) -> int:
+    """Units of the request no live or finished leg is taking care of."""
+    held = sum(
+        int(leg["quantity"])
+        for leg in request_legs
+        if leg["state"] in LIVE_LEG_STATES or leg["state"] == "received"
+    )
+    return max(0, int(request["quantity"]) - held)
+
+
+async def product_of(conn: AsyncConnection, sku: str) -> m.Product:
+    row = await one(conn, sa.select(products_view).where(products_view.c.sku == sku))
+    if row is None:
+        return m.Product(sku=sku)
+    return m.Product(
+        sku=sku,
+        case_pack=row["case_pack"],
+        min_transfer_qty=row["min_transfer_qty"],
+        pareto_class=row["pareto_class"],
+        perishable=row["perishable"],
+    )
+
+
+async def network_for(conn: AsyncConnection, skus: Sequence[str], now: datetime) -> m.Network:
+    """What the projections know about these skus, with what live legs already hold taken
+    out (a proposed reservation is not in the stock projection yet; a supplier leg holds
+    part of its offer until it fails)."""
+    outlets = {
+        r["outlet_id"]: m.Outlet(
+            r["outlet_id"], r["community"], r["region"], r["lat"], r["lon"], r["status"]
+        )
+        for r in await many(conn, sa.select(outlets_view))
+    }
+    pending: dict[tuple[str, str], int] = {}
+    by_offer: dict[str, int] = {}
+    for leg in await many(
+        conn,
+        sa.select(
+            legs.c.source_kind, legs.c.source_id, legs.c.offer_id, legs.c.sku, legs.c.quantity
+        )
+        .where(legs.c.sku.in_(skus))
+        .where(legs.c.state.in_(("proposed", "accepted", "shipped", "received")))
+        .where(sa.or_(legs.c.source_kind == "supplier", legs.c.state == "proposed")),
+    ):
+        if leg["source_kind"] == "outlet":
+            key = (leg["source_id"], leg["sku"])
+            pending[key] = pending.get(key, 0) + leg["quantity"]
+        elif leg["offer_id"]:
+            by_offer[leg["offer_id"]] = by_offer.get(leg["offer_id"], 0) + leg["quantity"]
+    stock = {
+        (r["outlet_id"], r["sku"]): m.Stock(
+            r["outlet_id"],
+            r["sku"],
+            r["available"] - pending.get((r["outlet_id"], r["sku"]), 0),
+            r["reorder_point"],
+        )
+        for r in await many(conn, sa.select(stock_view).where(stock_view.c.sku.in_(skus)))
+    }
+    suppliers = {
+        r["supplier_id"]: r
+        for r in await many(conn, sa.select(suppliers_view))  # small table
+    }
+    offers = []
+    for r in await many(
+        conn,
+        sa.select(offers_view).where(offers_view.c.sku.in_(skus), offers_view.c.status == "active"),
+    ):
+        left = r["quantity"] - by_offer.get(r["offer_id"], 0)
+        sup = suppliers.get(r["supplier_id"])
+        if left <= 0:
+            continue
+        offers.append(
+            m.Offer(
+                r["offer_id"],
+                r["supplier_id"],
+                r["sku"],
+                left,
+                r["unit_price"],
+                r["lead_time_hours"],
+                r["min_order"],
+                reliability=reliability(sup),
+                community=sup["community"] if sup else None,
+                valid_until=aware(r["valid_until"]),
+            )
+        )
+    products = {sku: await product_of(conn, sku) for sku in skus}
+    return m.Network(outlets=outlets, stock=stock, offers=offers, products=products)
+
+
+def reliability(sup: dict[str, Any] | None) -> float:
+    """Accepted over decided assignments, with a prior of 0.8 worth two assignments."""
+    prior_ok, prior_n = RELIABILITY_PRIOR
+    if sup is None:
+        return prior_ok / prior_n
+    decided = sup["accepted"] + sup["declined"] + sup["timed_out"]
+    return float((sup["accepted"] + prior_ok) / (decided + prior_n))
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+@dataclass
+class Opened:
+    request_id: str
+    merged: bool
+    quantity: int
+    status: str
+
+
+async def open_request(
+    ctx: Ctx,
+    *,
+    outlet_id: str,
+    sku: str,
+    quantity: int,
+    needed_by: datetime | None,
+    origin: str,
+) -> Opened:
+    """Open a request, or merge it into the open one of the same outlet and sku; then match
+    what is not yet taken care of."""
+    conn = await ctx.conn()
+    product_row = await one(conn, sa.select(products_view).where(products_view.c.sku == sku))
+    if product_row is not None and product_row["retired"]:
+        raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
+    product = await product_of(conn, sku)
+    open_key = f"{outlet_id}:{sku}"
+    current = await one(
+        conn,
+        sa.select(restock_requests)
+        .where(restock_requests.c.open_key == open_key)
+        .with_for_update(),
+    )
+    if current is not None:
+        total = m.round_request(current["requested_quantity"] + quantity, product)
+        added = max(0, total - current["quantity"])
+        changes: dict[str, Any] = {
+            "requested_quantity": current["requested_quantity"] + quantity,
+            "quantity": max(total, current["quantity"]),
+            "merged": current["merged"] + 1,
+            "updated_at": ctx.now,
+        }
+        if needed_by is not None and (
+            current["needed_by"] is None or needed_by < aware(current["needed_by"])  # type: ignore[operator]
+        ):
+            changes["needed_by"] = needed_by
+        await conn.execute(
+            sa.update(restock_requests)
+            .where(restock_requests.c.id == current["id"])
+            .values(**changes)
+        )
+        current.update(changes)
+        await ctx.history(
+            current["id"],
+            current["status"],
+            from_state=current["status"],
+            reason=f"merged +{quantity}",
+        )
+        ctx.emit(
+            RestockRequestMerged(
+                request_id=current["id"],
+                outlet_id=outlet_id,
+                sku=sku,
+                added_quantity=max(added, 1) if added else quantity,
+                quantity=current["quantity"],
+            ),
+            current["id"],
+        )
+        if added:
+            await match_request(ctx, current, announce=True)
+        return Opened(current["id"], True, current["quantity"], current["status"])
+
+    request_id = new_id("rq")
+    rounded = m.round_request(quantity, product)
+    if needed_by is not None:
+        expires_at = needed_by + timedelta(seconds=ctx.settings.expiry_grace_s)
+    else:
+        expires_at = ctx.now + timedelta(seconds=ctx.settings.request_ttl_s)
+    row = {
+        "id": request_id,
+        "outlet_id": outlet_id,
+        "sku": sku,
+        "requested_quantity": quantity,
+        "quantity": rounded,
+        "needed_by": needed_by,
+        "expires_at": expires_at,
+        "status": "open",
+        "origin": origin,
+        "open_key": open_key,
+        "received": 0,
+        "merged": 0,
+        "attempts": 0,
+        "excluded": [],
+        "explanation": [],
+        "created_at": ctx.now,
+        "updated_at": ctx.now,
+    }
+    await conn.execute(sa.insert(restock_requests).values(**row))
+    reason = f"{origin}; requested {quantity}"
+    if rounded != quantity:
+        reason += f", rounded to {rounded} (case pack {product.case_pack}, "
+        reason += f"minimum transfer {product.min_transfer_qty})"
+    await ctx.history(request_id, "open", reason=reason)
+    ctx.emit(
+        RestockRequestOpened(
+            request_id=request_id,
+            outlet_id=outlet_id,
+            sku=sku,
+            quantity=rounded,
+            needed_by=needed_by,
+        ),
+        request_id,
+    )
+    await match_request(ctx, row, announce=True)
+    return Opened(request_id, False, rounded, str(row["status"]))
+
+
+async def match_request(ctx: Ctx, request: dict[str, Any], *, announce: bool) -> int:
+    """Match the request's remainder now; returns the units given to new legs."""
+    conn = await ctx.conn()
+    if request["status"] not in OPEN_STATES:
+        return 0
+    request_legs = await legs_of(conn, request["id"])
+    rest = remainder(request, request_legs)
+    if rest <= 0:
+        return 0
+    network = await network_for(conn, [request["sku"]], ctx.now)
+    need = m.Need(
+        request["id"],
+        request["outlet_id"],
+        request["sku"],
+        rest,
+        aware(request["needed_by"]),
+        aware(request["created_at"]),
+    )
+    result = m.match(need, network, ctx.now, ctx.policy, frozenset(request["excluded"]))
+    return await apply_match(ctx, request, result, announce=announce)
+
+
+async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, announce: bool) -> int:
+    """Create the legs of a match (commands and assignments), record its explanation."""
+    if not result.allocations and not announce:
+        return 0
+    conn = await ctx.conn()
+    rid = request["id"]
+    attempt = request["attempts"] + 1
+    explanation = {
+        "attempt": attempt,
+        "at": ctx.now.isoformat(),
+        "excluded_sources": list(request["excluded"]),
+        **result.explanation(),
+    }
+    made: list[MatchedLeg] = []
+    leg_events: list[Any] = []  # emitted after the match that explains them
+    commands: list[tuple[Any, str]] = []
+    for a in result.allocations:
+        leg_id = new_id("lg")
+        leg = {
+            "id": leg_id,
+            "request_id": rid,
+            "source_kind": a.kind,
+            "source_id": a.source_id,
+            "offer_id": a.offer_id,
+            "outlet_id": request["outlet_id"],
+            "sku": request["sku"],
+            "quantity": a.quantity,
+            "unit_price": a.unit_price,
+            "state": "proposed",
+            "terms": a.terms.as_dict(),
+            "created_at": ctx.now,
+            "updated_at": ctx.now,
+        }
+        if a.kind == "outlet":
+            expires = aware(request["expires_at"])
+            assert expires is not None
+            ttl = max(
+                60, int((expires - ctx.now).total_seconds() + ctx.settings.reservation_margin_s)
+            )
+            leg["reservation_expires_at"] = ctx.now + timedelta(seconds=ttl)
+            await conn.execute(sa.insert(legs).values(**leg))
+            commands.append(
+                (
+                    ReserveStock(
+                        outlet_id=a.source_id,
+                        sku=request["sku"],
+                        leg_id=leg_id,
+                        quantity=a.quantity,
+                        expires_in_s=ttl,
+                    ),
+                    f"{a.source_id}:{request['sku']}",
+                )
+            )
+            leg_events.append(
+                LegProposed(
+                    **_leg_fields(leg, "proposed", None), expires_at=leg["reservation_expires_at"]
+                )
+            )
+        else:
+            leg["accept_by"] = ctx.now + timedelta(seconds=ctx.settings.accept_timeout_s)
+            await conn.execute(sa.insert(legs).values(**leg))
+            leg_events.append(
+                LegAssigned(
+                    leg_id=leg_id,
+                    request_id=rid,
+                    supplier_id=a.source_id,
+                    outlet_id=request["outlet_id"],
+                    sku=request["sku"],
+                    quantity=a.quantity,
+                    unit_price=a.unit_price,
+                    accept_by=leg["accept_by"],
+                    ship_by=ctx.now + timedelta(hours=a.lead_time_hours),
+                )
+            )
+            await bump_supplier(ctx, a.source_id, "assigned")
+        await ctx.history(rid, "proposed", leg_id=leg_id, reason=f"{a.kind} {a.source_id}")
+        made.append(
+            MatchedLeg(
+                leg_id=leg_id, source_kind=a.kind, source_id=a.source_id, quantity=a.quantity
+            )
+        )
+    status = "matching"
+    history = list(request["explanation"] or [])
+    history.append(explanation)
+    await conn.execute(
+        sa.update(restock_requests)
+        .where(restock_requests.c.id == rid)
+        .values(status=status, attempts=attempt, explanation=history, updated_at=ctx.now)
+    )
+    if request["status"] != status:
+        await ctx.history(rid, status, from_state=request["status"], reason=result.strategy)
+    request.update(status=status, attempts=attempt, explanation=history)
+    ctx.emit(
+        RestockRequestMatched(
+            request_id=rid,
+            outlet_id=request["outlet_id"],
+            sku=request["sku"],
+            need=result.need.quantity,
+            strategy=result.strategy,
+            legs=made,
+            unfilled=result.unfilled,
+            candidates=[CandidateConsidered(**c.explain()) for c in result.candidates],
+            attempt=attempt,
+            excluded_sources=list(request["excluded"]),
+        ),
+        rid,
+    )
+    for event in leg_events:
+        ctx.emit(event, rid)
+    for command, key in commands:
+        ctx.command(command, key, rid)
+    return sum(a.quantity for a in result.allocations)
+
+
+def _leg_fields(leg: dict[str, Any], state: str, reason: str | None) -> dict[str, Any]:
+    return {
+        "leg_id": leg["id"],
+        "request_id": leg["request_id"],
+        "source_kind": leg["source_kind"],
+        "source_id": leg["source_id"],
+        "outlet_id": leg["outlet_id"],
+        "sku": leg["sku"],
+        "quantity": leg["quantity"],
+        "state": state,
+        "reason": reason[:500] if reason else None,
+    }
+
+
+async def bump_supplier(ctx: Ctx, supplier_id: str, counter: str) -> None:
+    conn = await ctx.conn()
+    col = suppliers_view.c[counter]
+    done = await conn.execute(
+        sa.update(suppliers_view)
+        .where(suppliers_view.c.supplier_id == supplier_id)
+        .values({counter: col + 1, "updated_at": ctx.now})
+    )
+    if done.rowcount == 0:
+        counts = dict.fromkeys(("assigned", "accepted", "declined", "timed_out", "shipped"), 0)
+        counts[counter] = 1
+        await conn.execute(
+            sa.insert(suppliers_view).values(
+                supplier_id=supplier_id, community=None, updated_at=ctx.now, **counts
+            )
+        )
+
+
+# -- leg transitions ------------------------------------------------------------------------
+
+
+async def move_leg(
+    ctx: Ctx,
+    leg_id: str,
+    to_state: str,
+    *,
+    allowed_from: Sequence[str],
+    reason: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Move a leg (with its request locked) if it is in one of `allowed_from`; record the
+    history and the event. Returns (leg, request) after the move, or None if it did not
+    apply (unknown leg, or already past that state: a redelivery or a late answer)."""
+    conn = await ctx.conn()
+    leg = await get_leg(conn, leg_id)
+    if leg is None:
+        return None
+    request = await lock_request(conn, leg["request_id"])
+    leg = await get_leg(conn, leg_id)  # again, now that the request is locked
+    if leg is None or request is None or leg["state"] not in allowed_from:
+        return None
+    changes = {"state": to_state, "updated_at": ctx.now, **(extra or {})}
+    if reason is not None:
+        changes["reason"] = reason[:500]
+    await conn.execute(sa.update(legs).where(legs.c.id == leg_id).values(**changes))
+    before = leg["state"]
+    leg.update(changes)
+    await ctx.history(leg["request_id"], to_state, leg_id=leg_id, from_state=before, reason=reason)
+    fields = _leg_fields(leg, to_state, reason)
+    if to_state == "received":
+        ctx.emit(LegReceived(**fields, sent_quantity=leg.get("sent_quantity")), leg["request_id"])
+    else:
+        ctx.emit(_LEG_EVENTS[to_state](**fields), leg["request_id"])
+    return leg, request
+
+
+async def leg_failed(
+    ctx: Ctx, leg_id: str, to_state: str, *, allowed_from: Sequence[str], reason: str
+) -> bool:
+    """A source failed a leg: exclude it from this request and re-match the remainder."""
+    moved = await move_leg(ctx, leg_id, to_state, allowed_from=allowed_from, reason=reason)
+    if moved is None:
+        return False
+    leg, request = moved
+    source = f"{leg['source_kind']}:{leg['source_id']}"
+    excluded = list(request["excluded"])
+    if source not in excluded:
+        excluded.append(source)
+        await (await ctx.conn()).execute(
+            sa.update(restock_requests)
+            .where(restock_requests.c.id == request["id"])
+            .values(excluded=excluded)
+        )
+        request["excluded"] = excluded
+    if leg["source_kind"] == "supplier" and to_state in ("declined", "timed_out"):
+        await bump_supplier(ctx, leg["source_id"], to_state)
+    await match_request(ctx, request, announce=True)
+    await settle(ctx, request["id"])
+    return True
+
+
+async def settle(ctx: Ctx, request_id: str) -> None:
+    """Close the request when nothing is left to do: every leg finished and no remainder."""
+    conn = await ctx.conn()
+    request = await lock_request(conn, request_id)
+    if request is None or request["status"] not in OPEN_STATES:
+        return
+    request_legs = await legs_of(conn, request_id)
+    if any(leg["state"] in LIVE_LEG_STATES for leg in request_legs):
+        return
+    if remainder(request, request_legs) > 0:
+        return  # waits for a source (re-matched by the driver) until it expires
+    received = sum(leg["received_quantity"] or 0 for leg in request_legs)
+    status = "fulfilled" if received >= request["quantity"] else "partially_fulfilled"
+    await close(ctx, request, status, received=received)
+
+
+async def close(
+    ctx: Ctx, request: dict[str, Any], status: str, *, received: int, reason: str | None = None
+) -> None:
+    await (await ctx.conn()).execute(
+        sa.update(restock_requests)
+        .where(restock_requests.c.id == request["id"])
+        .values(status=status, open_key=None, closed_at=ctx.now, updated_at=ctx.now)
+    )
+    await ctx.history(request["id"], status, from_state=request["status"], reason=reason)
+    cls = {
+        "fulfilled": RestockRequestFulfilled,
+        "partially_fulfilled": RestockRequestPartiallyFulfilled,
+        "expired": RestockRequestExpired,
+        "cancelled": RestockRequestCancelled,
+    }[status]
+    ctx.emit(
+        cls(
+            request_id=request["id"],
+            outlet_id=request["outlet_id"],
+            sku=request["sku"],
+            quantity=request["quantity"],
+            received=received,
+            reason=reason,
+        ),
+        request["id"],
+    )
+
+
+async def stop_request(ctx: Ctx, request_id: str, status: str, reason: str) -> dict[str, Any]:
+    """Cancel or expire: release every reservation not dispatched, call off every leg not
+    yet on its way. Legs in transit may still be received."""
+    conn = await ctx.conn()
+    request = await lock_request(conn, request_id)
+    if request is None:
+        raise ApiError(404, "request_not_found", f"no restock request {request_id!r}", "id")
+    if request["status"] not in OPEN_STATES:
+        raise ApiError(
+            409, "request_closed", f"the request is already {request['status']}", "status"
+        )
+    for leg in await legs_of(conn, request_id):
+        if leg["state"] not in ("proposed", "reserved", "accepted"):
+            continue
+        await move_leg(
+            ctx,
+            leg["id"],
+            "cancelled",
+            allowed_from=("proposed", "reserved", "accepted"),
+            reason=reason,
+        )
+        if leg["source_kind"] == "outlet":
+            ctx.command(
+                ReleaseStock(
+                    outlet_id=leg["source_id"], sku=leg["sku"], leg_id=leg["id"], reason=reason
+                ),
+                f"{leg['source_id']}:{leg['sku']}",
+                request_id,
+            )
+    received = sum(leg["received_quantity"] or 0 for leg in await legs_of(conn, request_id))
+    await close(ctx, request, status, received=received, reason=reason)
+    request["status"] = status
+    return request
+
+
+# -- driven by stock events ------------------------------------------------------------------
+
+
+async def on_reserved(ctx: Ctx, leg_id: str) -> None:
+    moved = await move_leg(ctx, leg_id, "reserved", allowed_from=("proposed",))
+    if moved is None:
+        return
+    _leg, request = moved
+    if request["first_reserved_at"] is None:
+        await (await ctx.conn()).execute(
+            sa.update(restock_requests)
+            .where(restock_requests.c.id == request["id"])
+            .values(first_reserved_at=ctx.now)
+        )
+
+
+async def on_released(ctx: Ctx, leg_id: str, reason: str) -> None:
+    """Stock released a reservation we did not call off (it expired): re-match."""
+    conn = await ctx.conn()
+    leg = await get_leg(conn, leg_id)
+    if leg is None:
+        return
+    if leg["state"] == "cancelled":
+        await ctx.history(
+            leg["request_id"],
+            "cancelled",
+            leg_id=leg_id,
+            from_state="cancelled",
+            reason=f"stock released: {reason}",
+        )
+        return
+    await leg_failed(ctx, leg_id, "released", allowed_from=("reserved",), reason=reason)
+
+
+async def on_dispatched(ctx: Ctx, leg_id: str, quantity: int) -> None:
+    await move_leg(
+        ctx,
+        leg_id,
+        "dispatched",
+        allowed_from=("reserved",),
+        extra={"sent_quantity": quantity},
+    )
+
+
+async def on_received(ctx: Ctx, leg_id: str, quantity: int, reason: str | None) -> None:
+    moved = await move_leg(
+        ctx,
+        leg_id,
+        "received",
+        allowed_from=("dispatched", "shipped"),
+        reason=reason,
+        extra={"received_quantity": quantity},
+    )
+    if moved is None:
+        return
+    _leg, request = moved
+    await (await ctx.conn()).execute(
+        sa.update(restock_requests)
+        .where(restock_requests.c.id == request["id"])
+        .values(received=restock_requests.c.received + quantity, updated_at=ctx.now)
+    )
+    await settle(ctx, request["id"])
+
+
+# -- the deadline driver ---------------------------------------------------------------------
+
+
+async def due_legs(conn: AsyncConnection, now: datetime, limit: int = 100) -> list[str]:
+    return [
+        r["id"]
+        for r in await many(
+            conn,
+            sa.select(legs.c.id)
+            .where(
+                legs.c.state == "proposed", legs.c.accept_by.is_not(None), legs.c.accept_by <= now
+            )
+            .limit(limit),
+        )
+    ]
+
+
+async def due_requests(conn: AsyncConnection, now: datetime, limit: int = 100) -> list[str]:
+    return [
+        r["id"]
+        for r in await many(
+            conn,
+            sa.select(restock_requests.c.id)
+            .where(restock_requests.c.status.in_(OPEN_STATES), restock_requests.c.expires_at <= now)
+            .limit(limit),
+        )
+    ]
+
+
+async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
+    """Requests waiting for a source, matched together: the scarce stock goes to at-risk
+    outlets and pareto A items first. Returns the units given to new legs."""
+    conn = await ctx.conn()
+    held = (
+        sa.select(sa.func.coalesce(sa.func.sum(legs.c.quantity), 0))
+        .where(
+            legs.c.request_id == restock_requests.c.id,
+            legs.c.state.in_((*LIVE_LEG_STATES, "received")),
+        )
+        .scalar_subquery()
+    )
+    rows = await many(
+        conn,
+        sa.select(restock_requests, held.label("held"))
+        .where(
+            restock_requests.c.status.in_(OPEN_STATES),
+            restock_requests.c.expires_at > ctx.now,
+            restock_requests.c.quantity > held,
+        )
+        .order_by(restock_requests.c.created_at)
+        .limit(limit),
+    )
+    needs: list[m.Need] = []
+    by_id: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        rest = r["quantity"] - r.pop("held")
+        by_id[r["id"]] = r
+        needs.append(
+            m.Need(
+                r["id"],
+                r["outlet_id"],
+                r["sku"],
+                rest,
+                aware(r["needed_by"]),
+                aware(r["created_at"]),
+            )
+        )
+    if not needs:
+        return 0
+    network = await network_for(conn, sorted({n.sku for n in needs}), ctx.now)
+    results = m.allocate(
+        needs,
+        network,
+        ctx.now,
+        ctx.policy,
+        {rid: frozenset(r["excluded"]) for rid, r in by_id.items()},
+    )
+    given = 0
+    for result in results:
+        if result.allocations:
+            request = await lock_request(conn, result.need.request_id)
+            if request is not None:
+                given += await apply_match(ctx, request, result, announce=False)
+    return given
