@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Jejaring needs that a fresh machine may lack:
-# Java 17+ and Maven (to fetch and run the Kafka broker) and PostgreSQL's server (tests).
+# Java 17+ and Maven (to fetch and run the Kafka broker), PostgreSQL's server (tests) and
+# Chromium (the browser tests drive /usr/bin/chromium; no browser is ever downloaded).
 # Installs only what is missing; as root it uses apt-get, otherwise it says what to install.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${JEJARING_PG_BINDIR:-}" ]; then
   missing+=(postgresql)
 fi
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

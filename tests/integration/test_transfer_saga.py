@@ -218,8 +218,10 @@ def leg_states(body: dict[str, Any]) -> list[tuple[str, str]]:
 # -- tests ----------------------------------------------------------------------------------
 
 
-async def test_peer_leg_reserve_dispatch_receive_one_story(db_url: str, kafka_broker: Any) -> None:
-    bs = kafka_broker.bootstrap_servers
+async def test_peer_leg_reserve_dispatch_receive_one_story(
+    db_url: str, private_broker: Any
+) -> None:
+    bs = private_broker.bootstrap_servers
     dest, near, far, sku = uid("o"), uid("o"), uid("o"), uid("sku")
     async with running(settings_for(db_url, bs)) as (app, client):
         await emit(
@@ -354,9 +356,9 @@ async def test_peer_leg_reserve_dispatch_receive_one_story(db_url: str, kafka_br
 
 
 async def test_rejection_rematches_to_the_next_source_and_merge(
-    db_url: str, kafka_broker: Any
+    db_url: str, private_broker: Any
 ) -> None:
-    bs = kafka_broker.bootstrap_servers
+    bs = private_broker.bootstrap_servers
     dest, first, second, sku = uid("o"), uid("o"), uid("o"), uid("sku")
     async with running(settings_for(db_url, bs)) as (app, client):
         await emit(
@@ -411,8 +413,8 @@ async def test_rejection_rematches_to_the_next_source_and_merge(
         assert count == 1
 
 
-async def test_api_validation_and_unknown_ids(db_url: str, kafka_broker: Any) -> None:
-    bs = kafka_broker.bootstrap_servers
+async def test_api_validation_and_unknown_ids(db_url: str, private_broker: Any) -> None:
+    bs = private_broker.bootstrap_servers
     async with running(settings_for(db_url, bs)) as (_app, client):
         resp = await client.post(
             "/api/v1/restock-requests", json={"outlet_id": "o1", "sku": "A", "quantity": 0}
@@ -443,8 +445,8 @@ async def test_api_validation_and_unknown_ids(db_url: str, kafka_broker: Any) ->
         assert resp.json()["error"]["code"] == "leg_not_found"
 
 
-async def test_supplier_decline_then_timeout_rematch(db_url: str, kafka_broker: Any) -> None:
-    bs = kafka_broker.bootstrap_servers
+async def test_supplier_decline_then_timeout_rematch(db_url: str, private_broker: Any) -> None:
+    bs = private_broker.bootstrap_servers
     dest, dry, sku = uid("o"), uid("o"), uid("sku")
     cheap, dear = uid("s"), uid("s")
     settings = settings_for(db_url, bs, accept_timeout_s=2.0)
@@ -518,8 +520,8 @@ async def test_supplier_decline_then_timeout_rematch(db_url: str, kafka_broker: 
         assert types.count("transfer.leg_assigned") == 2
 
 
-async def test_supplier_accepts_ships_and_outlet_receives(db_url: str, kafka_broker: Any) -> None:
-    bs = kafka_broker.bootstrap_servers
+async def test_supplier_accepts_ships_and_outlet_receives(db_url: str, private_broker: Any) -> None:
+    bs = private_broker.bootstrap_servers
     dest, sup, sku = uid("o"), uid("s"), uid("sku")
     async with running(settings_for(db_url, bs)) as (app, client):
         await emit(
@@ -572,8 +574,10 @@ async def test_supplier_accepts_ships_and_outlet_receives(db_url: str, kafka_bro
         assert kpis["time_to_fill_s"]["n"] == 1
 
 
-async def test_expiry_and_cancel_release_every_reservation(db_url: str, kafka_broker: Any) -> None:
-    bs = kafka_broker.bootstrap_servers
+async def test_expiry_and_cancel_release_every_reservation(
+    db_url: str, private_broker: Any
+) -> None:
+    bs = private_broker.bootstrap_servers
     dest, donor, sku, sku2 = uid("o"), uid("o"), uid("sku"), uid("sku")
     async with running(settings_for(db_url, bs, request_ttl_s=2.0)) as (app, client):
         await emit(
@@ -621,8 +625,8 @@ async def test_expiry_and_cancel_release_every_reservation(db_url: str, kafka_br
         assert [c["type"] for c in cmds] == ["stock.reserve", "stock.release"]
 
 
-async def test_auto_restock_from_stock_low(db_url: str, kafka_broker: Any) -> None:
-    bs = kafka_broker.bootstrap_servers
+async def test_auto_restock_from_stock_low(db_url: str, private_broker: Any) -> None:
+    bs = private_broker.bootstrap_servers
     dest, donor, sku = uid("o"), uid("o"), uid("sku")
     async with running(settings_for(db_url, bs)) as (app, client):
         await emit(
@@ -731,9 +735,9 @@ async def poll_legs(base: str, rid: str, want: list[tuple[str, str]]) -> dict[st
 
 
 async def test_sigkill_mid_saga_resumes_and_deadlines_hold(
-    tmp_path: Path, kafka_broker: Any
+    tmp_path: Path, private_broker: Any
 ) -> None:
-    bs = kafka_broker.bootstrap_servers
+    bs = private_broker.bootstrap_servers
     db_url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
     group = uid("transfer-k")
     dest, s1, s2, sku = uid("o"), uid("s"), uid("s"), uid("sku")

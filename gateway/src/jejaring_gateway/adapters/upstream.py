@@ -1,12 +1,48 @@
 """Pooled HTTP client to the services."""
 
+from __future__ import annotations
+
+import asyncio
+
 import httpx
 
 from ..config import GatewaySettings
 
+RETRY_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 1.0)
 
-def make_client(settings: GatewaySettings) -> httpx.AsyncClient:
+
+def make_client(
+    settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """One client for every service (connections are pooled per host)."""
+    headers = {}
+    if settings.internal_token is not None:
+        headers["x-internal-token"] = settings.internal_token.get_secret_value()
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.upstream_timeout_s, connect=2.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        timeout=httpx.Timeout(
+            settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
+        ),
+        limits=httpx.Limits(
+            max_connections=settings.upstream_max_connections,
+            max_keepalive_connections=settings.upstream_max_connections,
+            keepalive_expiry=30.0,
+        ),
+        headers=headers,
+        follow_redirects=False,
+        transport=transport,
     )
+
+
+async def send(
+    client: httpx.AsyncClient, request: httpx.Request, *, retries: int, stream: bool = True
+) -> httpx.Response:
+    """Send; GET and HEAD are retried on connect errors only (nothing reached the service)."""
+    attempt = 0
+    while True:
+        try:
+            return await client.send(request, stream=stream)
+        except httpx.ConnectError:
+            if request.method not in ("GET", "HEAD") or attempt >= retries:
+                raise
+            await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+            attempt += 1

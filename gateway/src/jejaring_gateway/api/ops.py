@@ -35,7 +35,13 @@ async def readyz(request: Request) -> JSONResponse:
     results = await asyncio.gather(*(probe(u) for u in settings.services().values()))
     services = dict(zip(names, results, strict=True))
     ready = all(r.get("status") == "ready" for r in results)
+    hub = getattr(request.app.state, "hub", None)
     return JSONResponse(
         status_code=200 if ready else 503,
-        content={"status": "ready" if ready else "not_ready", "services": services},
+        content={
+            "status": "ready" if ready else "not_ready",
+            "services": services,
+            # Informational: the live view does not decide readiness.
+            "events": hub.status() if hub is not None else {"enabled": False},
+        },
     )

@@ -1,29 +1,84 @@
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from importlib import resources
 
+import httpx
 from fastapi import FastAPI
+from starlette.responses import RedirectResponse
+from starlette.staticfiles import StaticFiles
 
 from jejaring_shared.errors import install_error_handlers
 
+from ..adapters.events import EventHub
+from ..adapters.keystore import KeyStore
 from ..adapters.upstream import make_client
+from ..api.docs import OpenApiCache, docs_page, openapi_json
+from ..api.events import event_stream
 from ..api.ops import router as ops_router
+from ..api.proxy import FastReject, GatewayState, proxy
 from ..config import GatewaySettings
+from ..domain.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    """ASGI factory: `uvicorn jejaring_gateway.entrypoints.app:create_app --factory`."""
+def create_app(
+    settings: GatewaySettings | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """ASGI factory: `uvicorn jejaring_gateway.entrypoints.app:create_app --factory`.
+
+    `transport` lets tests put the services in the same process (httpx.ASGITransport)."""
     settings = settings or GatewaySettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keys = await KeyStore.open(settings.database_url, settings.key_cache_s)
+        client = make_client(settings, transport)
         app.state.settings = settings
-        app.state.client = make_client(settings)
+        app.state.client = client
+        app.state.gateway = GatewayState(
+            settings=settings,
+            client=client,
+            keys=keys,
+            limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
+        )
+        app.state.openapi = OpenApiCache()
+        hub: EventHub | None = None
+        if settings.events_enabled:
+            hub = EventHub(settings.kafka, settings.events_client_queue, settings.events_replay)
+            hub.start()
+        app.state.hub = hub
         try:
             yield
         finally:
-            await app.state.client.aclose()
+            if hub is not None:
+                await hub.stop()
+            await client.aclose()
+            await keys.close()
 
-    app = FastAPI(title="Jejaring", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Jejaring gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     install_error_handlers(app)
+    app.add_middleware(FastReject)
     app.include_router(ops_router)
+    app.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
+    app.add_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
+    app.add_route("/api/v1/events/stream", event_stream, methods=["GET"], include_in_schema=False)
+    app.add_route("/api/v1/{path:path}", proxy, methods=PROXY_METHODS, include_in_schema=False)
+    static = resources.files("jejaring_gateway") / "static" / "dashboard"
+    app.mount("/dashboard", StaticFiles(directory=str(static), html=True), name="dashboard")
+
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/")
+
+    app.add_api_route("/", root, include_in_schema=False)
     return app

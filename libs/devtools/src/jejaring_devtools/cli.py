@@ -7,6 +7,7 @@ jejaring-dev pg start [--home .data/postgres] [--port 55432]
 jejaring-dev pg status | stop | createdb NAME
 jejaring-dev run [--database sqlite|postgresql] [--detach]   (Kafka + services + gateway)
 jejaring-dev stop | status
+jejaring-dev keys issue --role ops|admin|outlet:<id>|supplier:<id> | list | revoke KEY_ID
 """
 
 from __future__ import annotations
@@ -247,9 +248,19 @@ def run(
         url = stack.url(service)
         table.add_row(service.name, f"{url}/readyz  {url}/metrics  {url}/docs")
     table.add_row("event catalog", f"{stack.url(SERVICES[0])}/asyncapi.json")
+    table.add_row("dashboard", f"{gw}/dashboard/")
     table.add_row("kafka", stack.broker.bootstrap_servers)
     table.add_row("logs", str(stack.log_dir))
     console.print(table)
+    try:
+        admin = stack.admin_key()
+        console.print(
+            f"admin API key (kept in {stack.run_dir / 'admin-key'}): [bold]{admin}[/]\n"
+            "more keys: jejaring-dev keys issue --role ops|outlet:<id>|supplier:<id>",
+            highlight=False,
+        )
+    except Exception as exc:  # the stack runs without it; say why
+        err_console.print(f"[yellow]could not issue the admin key:[/] {exc}", highlight=False)
     if detach:
         console.print("stop it with [bold]make stop[/] (jejaring-dev stop)")
         return
@@ -263,6 +274,24 @@ def run(
         with console.status("stopping..."):
             stack.stop()
         console.print("stopped.")
+
+
+@app.command(
+    "keys",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def keys(
+    ctx: typer.Context,
+    data: DataOption = None,
+    database: Annotated[str, typer.Option(help="sqlite or postgresql")] = "sqlite",
+) -> None:
+    """The gateway's API keys on this stack: `keys issue --role ops`, `keys list`,
+    `keys revoke KEY_ID` (see jejaring-keys --help)."""
+    stack = _stack(data, DEFAULT_KAFKA_PORT, 8100, database)
+    done = stack.keys(*ctx.args, check=False)
+    console.out(done.stdout, end="", highlight=False)
+    err_console.out(done.stderr, end="", highlight=False)
+    raise typer.Exit(done.returncode)
 
 
 @app.command("stop")

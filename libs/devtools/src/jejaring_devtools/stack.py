@@ -6,7 +6,9 @@ the test proves is what a developer starts.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -75,12 +77,33 @@ class Stack:
             return self.postgres.create_database(f"jejaring_{service.name}")
         return f"sqlite+aiosqlite:///{self.data / 'db' / service.name}.db"
 
+    def internal_token(self) -> str:
+        """The credential the gateway shows the services: random per data folder, kept in
+        <data>/run/internal-token so `stop` and restarts use the same one."""
+        path = self.run_dir / "internal-token"
+        if path.exists():
+            token = path.read_text().strip()
+            if token:
+                return token
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        path.touch(mode=0o600)
+        path.write_text(token)
+        return token
+
+    def gateway_database_url(self) -> str:
+        if self.database == "postgresql":
+            return self.postgres.create_database("jejaring_gateway")
+        return f"sqlite+aiosqlite:///{self.data / 'db' / 'gateway'}.db"
+
     def _env(self, service: Service) -> dict[str, str]:
         env = dict(os.environ)
         env["JEJARING_KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
+        env["JEJARING_INTERNAL_TOKEN"] = self.internal_token()
         if service is GATEWAY:
             for s in SERVICES:
                 env[f"JEJARING_GATEWAY_{s.name.upper()}_URL"] = self.url(s)
+            env["JEJARING_GATEWAY_DATABASE_URL"] = self.gateway_database_url()
         else:
             env[f"{service.env_prefix}DATABASE_URL"] = self._database_url(service)
         return env
@@ -129,6 +152,37 @@ class Stack:
         for service in (*SERVICES, GATEWAY):
             self._spawn(service)
         self.wait_ready(timeout)
+
+    def keys(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the gateway's key tool (`jejaring-keys ARGS`) on this stack's gateway database."""
+        env = dict(os.environ)
+        env["JEJARING_GATEWAY_DATABASE_URL"] = self.gateway_database_url()
+        (self.data / "db").mkdir(parents=True, exist_ok=True)
+        return subprocess.run(
+            [sys.executable, "-m", "jejaring_gateway.entrypoints.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
+    def admin_key(self) -> str:
+        """The dev admin key: issued on the first `run` (kept in <data>/run/admin-key, only
+        readable by you), issued again when it was revoked."""
+        path = self.run_dir / "admin-key"
+        if path.exists():
+            key = path.read_text().strip()
+            listed = json.loads(self.keys("list", "--json").stdout or "[]")
+            if any(key.startswith(f"jk_{k['key_id']}_") for k in listed):
+                return key
+        issued = json.loads(
+            self.keys("issue", "--role", "admin", "--label", "make run (dev)", "--json").stdout
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(str(issued["key"]))
+        return str(issued["key"])
 
     def readiness(self) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -28,7 +30,7 @@ from .consumer import ConsumerRunner, Handler
 from .contracts import REGISTRY, EventRegistry
 from .contracts.topics import dead_letter_topic
 from .db import UnitOfWork, UnitOfWorkFactory, create_engine
-from .errors import install_error_handlers
+from .errors import ErrorBody, ErrorDetail, install_error_handlers
 from .kafka import ensure_topics
 from .metrics import BackboneMetrics
 from .outbox import OutboxRelay
@@ -160,10 +162,71 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    if settings.internal_token is not None:
+        app.add_middleware(
+            InternalCredential, token=settings.internal_token.get_secret_value().encode()
+        )
     app.include_router(_ops_router(definition))
     for router in definition.routers:
         app.include_router(router)
     return app
+
+
+INTERNAL_TOKEN_HEADER = "x-internal-token"  # noqa: S105 (a header name)
+INTERNAL_TOKEN_HEADER_BYTES = INTERNAL_TOKEN_HEADER.encode()
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/asyncapi.json"})
+"""Routes that answer without the internal credential (probes, scrapes, the event catalog)."""
+
+_REFUSAL = json.dumps(
+    ErrorBody(
+        error=ErrorDetail(
+            code="internal_credential_required",
+            message="this service is reached through the gateway only",
+        ),
+        details=[
+            ErrorDetail(
+                code="internal_credential_required",
+                message="this service is reached through the gateway only",
+            )
+        ],
+    ).model_dump(mode="json")
+).encode()
+
+
+class InternalCredential:
+    """Pure ASGI middleware: refuses requests without `x-internal-token: <token>` (401).
+
+    Compared in constant time; health, readiness, metrics and the AsyncAPI document stay
+    open. Installed only when the service's `internal_token` setting is set.
+    """
+
+    def __init__(self, app: Any, token: bytes) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope["headers"]:
+            if name == INTERNAL_TOKEN_HEADER_BYTES:
+                given = value
+                break
+        if hmac.compare_digest(given, self.token):
+            await self.app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_REFUSAL)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _REFUSAL})
 
 
 def _ops_router(definition: ServiceDefinition) -> APIRouter:

@@ -7,7 +7,7 @@ time: call `Settings()` inside the app factory.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,7 +25,7 @@ class KafkaSettings(BaseSettings):
 class ServiceSettings(BaseSettings):
     """Common settings; subclasses set env_prefix and defaults for their service."""
 
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///.data/db/service.db",
@@ -43,3 +43,12 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = Field(default=5, ge=1, description="Tries before dead-letter")
     consumer_max_batch: int = Field(default=200, ge=1)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    internal_token: SecretStr | None = Field(
+        default=None,
+        validation_alias="JEJARING_INTERNAL_TOKEN",
+        description=(
+            "Shared credential of the gateway and the services (JEJARING_INTERNAL_TOKEN, no "
+            "service prefix). When set, every route but health, readiness, metrics and the "
+            "AsyncAPI document needs the header x-internal-token with this value."
+        ),
+    )

@@ -179,7 +179,7 @@ async def list_products(
     category: Annotated[str | None, Query(max_length=40)] = None,
     status: Literal["active", "retired", "all"] = "active",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> ProductPage:
     async with uow:
         rows, total = await repo.search_products(

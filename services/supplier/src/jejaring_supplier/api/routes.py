@@ -54,7 +54,7 @@ router = APIRouter(prefix="/api/v1", tags=["supplier"])
 SupplierId = Annotated[str, Path(max_length=64)]
 LegId = Annotated[str, Path(max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
 
 
 def _supplier_out(row: dict[str, Any]) -> SupplierOut:
@@ -410,7 +410,12 @@ def _month(period: str) -> tuple[datetime, datetime]:
 @router.get("/suppliers/{supplier_id}/settlements/{period}")
 async def get_settlement(
     supplier_id: SupplierId,
-    period: Annotated[str, Path(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")],
+    period: Annotated[
+        str,
+        # Years 1970-2999: a month outside them cannot hold a settlement (and year 0 or
+        # 9999-12 cannot even be turned into dates).
+        Path(pattern=r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$", description="YYYY-MM"),
+    ],
     uow: UoW,
 ) -> SettlementOut:
     """What the supplier shipped in a calendar month (UTC) and what it earned."""

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
@@ -212,6 +213,15 @@ async def _leg_or_404(uow: Any, leg_id: str) -> dict[str, Any]:
     if leg is None:
         raise ApiError(404, "leg_not_found", f"no transfer leg {leg_id!r}", "leg_id")
     return leg
+
+
+@router.get("/transfers/{leg_id}")
+async def get_leg(leg_id: Id, uow: UoW) -> JSONResponse:
+    """One leg: its source, destination outlet, quantities, state and deadlines (the
+    gateway uses it to check that an outlet acts only on its own legs)."""
+    async with uow:
+        leg = await _leg_or_404(uow, leg_id)
+    return JSONResponse(jsonable_encoder(leg))
 
 
 @router.post("/transfers/{leg_id}/dispatch", status_code=202)

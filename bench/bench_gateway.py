@@ -1,0 +1,214 @@
+"""The gateway: what going through it costs, against calling the service directly.
+
+gateway.throughput_ratio
+    Requests/s of `GET /api/v1/clusters` through the gateway (API key checked, rate limit
+    off in effect, routed, pooled connection to the service) over requests/s of the same
+    call made straight to the catalog service (with the internal credential), in the same
+    run: 16 keep-alive connections, N requests each side. Both are uvicorn processes as
+    `make run` starts them (SQLite catalog; Kafka unused by this route).
+gateway.added_p99
+    p99 latency through the gateway minus p99 direct, one request at a time (M requests
+    each side).
+
+Each rep: direct -> gateway, so the two alternate and share drift. One warm-up rep first.
+The client is a plain asyncio HTTP/1.1 client (httpx would be the bottleneck).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.harness import REPEATS, Context, Result, median
+from jejaring_devtools.paths import free_port
+from jejaring_gateway.adapters.keystore import KeyStore
+
+N_FULL, N_QUICK = 4_000, 800
+M_FULL, M_QUICK = 1_000, 200
+CONNECTIONS = 16
+TOKEN = "bench-internal-token-0123456789"
+GOAL_RATIO = 0.5
+GOAL_ADDED_MS = 5.0
+PATH = "/api/v1/clusters"
+
+
+def _spawn(
+    target: str, env: dict[str, str], workdir: Path, name: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log = (workdir / f"{name}.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            target,
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError((workdir / f"{name}.log").read_text())
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc, port
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not start")
+
+
+async def _connection(port: int, headers: str, n: int, lat: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode()
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            if status != 200:
+                raise RuntimeError(f"status {status}")
+            lat.append(time.perf_counter() - t0)
+    finally:
+        writer.close()
+
+
+async def _throughput(port: int, headers: str, n: int) -> float:
+    lat: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_connection(port, headers, n // CONNECTIONS, lat) for _ in range(CONNECTIONS))
+    )
+    return len(lat) / (time.perf_counter() - started)
+
+
+async def _p99(port: int, headers: str, m: int) -> float:
+    lat: list[float] = []
+    await _connection(port, headers, m, lat)
+    lat.sort()
+    return lat[int(0.99 * (len(lat) - 1))]
+
+
+async def run(ctx: Context) -> list[Result]:
+    n, m = (N_QUICK, M_QUICK) if ctx.quick else (N_FULL, M_FULL)
+    workdir = ctx.workdir / "gateway"
+    workdir.mkdir(parents=True, exist_ok=True)
+    gw_db = f"sqlite+aiosqlite:///{workdir}/gateway.db"
+    store = await KeyStore.open(gw_db)
+    try:
+        _rec, key = await store.issue("ops", None, "bench")
+    finally:
+        await store.close()
+    common = {
+        "JEJARING_INTERNAL_TOKEN": TOKEN,
+        "JEJARING_KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap_servers,
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        ctx.status("starting the catalog service and the gateway")
+        catalog, cport = _spawn(
+            "jejaring_catalog.entrypoints.app:create_app",
+            {
+                **common,
+                "JEJARING_CATALOG_DATABASE_URL": f"sqlite+aiosqlite:///{workdir}/catalog.db",
+            },
+            workdir,
+            "catalog",
+        )
+        procs.append(catalog)
+        gateway, gport = _spawn(
+            "jejaring_gateway.entrypoints.app:create_app",
+            {
+                **common,
+                "JEJARING_GATEWAY_DATABASE_URL": gw_db,
+                "JEJARING_GATEWAY_CATALOG_URL": f"http://127.0.0.1:{cport}",
+                "JEJARING_GATEWAY_EVENTS_ENABLED": "false",
+                "JEJARING_GATEWAY_RATE_PER_S": "1000000",
+                "JEJARING_GATEWAY_RATE_BURST": "1000000",
+            },
+            workdir,
+            "gateway",
+        )
+        procs.append(gateway)
+        direct_h = f"x-internal-token: {TOKEN}\r\n"
+        gw_h = f"x-api-key: {key}\r\n"
+        rates: dict[str, list[float]] = {"direct": [], "gateway": []}
+        p99s: dict[str, list[float]] = {"direct": [], "gateway": []}
+        for rep in range(REPEATS + 1):
+            label = "warm-up" if rep == 0 else f"run {rep}/{REPEATS}"
+            for side, port, headers in (("direct", cport, direct_h), ("gateway", gport, gw_h)):
+                ctx.status(f"{label}: {side} throughput ({n:,} requests)")
+                rate = await _throughput(port, headers, n if rep else n // 4)
+                ctx.status(f"{label}: {side} latency ({m:,} requests, one at a time)")
+                p99 = await _p99(port, headers, m if rep else m // 4)
+                if rep:
+                    rates[side].append(rate)
+                    p99s[side].append(p99)
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+    direct, through = median(rates["direct"]), median(rates["gateway"])
+    p99_direct, p99_gw = median(p99s["direct"]) * 1000, median(p99s["gateway"]) * 1000
+    ratio = through / direct
+    added = p99_gw - p99_direct
+    return [
+        Result(
+            name="gateway.throughput_ratio",
+            value=round(ratio, 3),
+            unit="x direct",
+            reference="the catalog service called directly, same run",
+            reference_value=round(direct, 1),
+            ratio=round(ratio, 3),
+            goal=f">= {GOAL_RATIO}x direct",
+            met=ratio >= GOAL_RATIO,
+            extra={
+                "gateway_rps": round(through, 1),
+                "direct_rps": round(direct, 1),
+                "connections": CONNECTIONS,
+                "n": n,
+                "samples": rates,
+            },
+        ),
+        Result(
+            name="gateway.added_p99",
+            value=round(added, 3),
+            unit="ms",
+            reference="p99 direct (ms), same run",
+            reference_value=round(p99_direct, 3),
+            ratio=round(p99_gw / p99_direct, 3) if p99_direct else None,
+            goal=f"<= {GOAL_ADDED_MS} ms added at p99",
+            met=added <= GOAL_ADDED_MS,
+            extra={
+                "p99_gateway_ms": round(p99_gw, 3),
+                "p99_direct_ms": round(p99_direct, 3),
+                "m": m,
+            },
+        ),
+    ]

@@ -1,0 +1,216 @@
+"""Live events for the dashboard: one Kafka consumer per gateway, fanned out to clients.
+
+The consumer joins a group of its own (`gateway-live-<instance>`), reads the services'
+`.events` topics from the latest offset (a live view, not a history) and never commits.
+Each connected client has a bounded queue: a client too slow to keep up loses events
+(counted and told), it never makes the gateway hold more memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from jejaring_shared.contracts.topics import (
+    CATALOG_EVENTS,
+    STOCK_EVENTS,
+    SUPPLIER_EVENTS,
+    TRANSFER_EVENTS,
+)
+from jejaring_shared.kafka import ensure_topics, stop_bounded
+from jejaring_shared.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+TOPICS = (CATALOG_EVENTS, STOCK_EVENTS, TRANSFER_EVENTS, SUPPLIER_EVENTS)
+OUTLET_FIELDS = ("outlet_id", "source_id", "destination_outlet_id", "from_outlet_id")
+
+
+@dataclass(frozen=True)
+class Filters:
+    types: tuple[str, ...] = ()
+    """Exact types (`transfer.leg_assigned`) or prefixes ending in `*` (`transfer.*`)."""
+    outlet: str | None = None
+    correlation_id: str | None = None
+
+    @classmethod
+    def parse(cls, types: str | None, outlet: str | None, correlation_id: str | None) -> Filters:
+        wanted = tuple(t.strip() for t in (types or "").split(",") if t.strip())
+        return cls(wanted, outlet or None, correlation_id or None)
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        if self.types:
+            kind = str(event.get("type", ""))
+            if not any(
+                kind.startswith(t[:-1]) if t.endswith("*") else kind == t for t in self.types
+            ):
+                return False
+        if self.correlation_id and event.get("correlation_id") != self.correlation_id:
+            return False
+        return not self.outlet or self.outlet in outlets_of(event)
+
+
+def outlets_of(event: dict[str, Any]) -> set[str]:
+    payload = event.get("payload") or {}
+    found = {str(payload[f]) for f in OUTLET_FIELDS if isinstance(payload, dict) and payload.get(f)}
+    key = str(event.get("key") or "")
+    if event.get("source") == "stock" and key:
+        found.add(key.split(":", 1)[0])
+    return found
+
+
+@dataclass(eq=False)
+class Subscriber:
+    filters: Filters
+    queue: asyncio.Queue[dict[str, Any]]
+    dropped: int = 0
+
+
+@dataclass
+class EventHub:
+    kafka: KafkaSettings
+    client_queue: int = 1000
+    replay: int = 200
+    group_id: str = field(default_factory=lambda: f"gateway-live-{uuid.uuid4().hex[:12]}")
+    subscribers: set[Subscriber] = field(default_factory=set)
+    recent: deque[dict[str, Any]] = field(default_factory=deque)
+    ready: bool = False
+    connected: bool = False
+    received: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.recent = deque(maxlen=max(self.replay, 1))
+
+    # -- fan-out -----------------------------------------------------------------------
+    def subscribe(self, filters: Filters) -> Subscriber:
+        sub = Subscriber(filters, asyncio.Queue(maxsize=self.client_queue))
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    def backlog(self, filters: Filters, n: int) -> list[dict[str, Any]]:
+        if n <= 0:
+            return []
+        return [e for e in self.recent if filters.matches(e)][-n:]
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.received += 1
+        if self.replay:
+            self.recent.append(event)
+        for sub in list(self.subscribers):
+            if not sub.filters.matches(event):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.dropped += 1
+
+    # -- the consumer ------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gateway-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 6.0)
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self._consume()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected = self.ready = False
+                log.warning("live events: consumer failed (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _consume(self) -> None:
+        with contextlib.suppress(Exception):
+            await ensure_topics(self.kafka, TOPICS)
+        consumer = AIOKafkaConsumer(
+            *TOPICS,
+            bootstrap_servers=self.kafka.bootstrap_servers,
+            group_id=self.group_id,
+            client_id=self.group_id,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
+            request_timeout_ms=int(max(40.0, self.kafka.request_timeout_s) * 1000),
+            metadata_max_age_ms=30_000,
+        )
+        try:
+            await asyncio.wait_for(consumer.start(), self.kafka.request_timeout_s)
+            self.connected = True
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                if not self.ready:
+                    assigned = consumer.assignment()
+                    if assigned:
+                        for tp in assigned:  # resolve "latest" now: events from here on
+                            await consumer.position(tp)
+                        self.ready = True
+                for messages in batch.values():
+                    for record in messages:
+                        event = decode(record.value)
+                        if event is not None:
+                            self.publish(event)
+        finally:
+            self.connected = self.ready = False
+            await stop_bounded(consumer, 4.0)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "ready": self.ready,
+            "group_id": self.group_id,
+            "clients": len(self.subscribers),
+            "received": self.received,
+        }
+
+
+def decode(raw: bytes | None) -> dict[str, Any] | None:
+    """The envelope's public fields, or None for what is not an event."""
+    if not raw:
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or "type" not in body:
+        return None
+    return {
+        k: body.get(k)
+        for k in ("id", "type", "source", "occurred_at", "key", "correlation_id", "payload")
+    }
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    return f"id: {event.get('id')}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+def sse_comment(text: str) -> bytes:
+    return f": {text}\n\n".encode()
+
+
+def sse_notice(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def as_types(values: Iterable[str]) -> str:
+    return ",".join(values)

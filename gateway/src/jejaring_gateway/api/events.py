@@ -1,0 +1,76 @@
+"""GET /api/v1/events/stream: live events as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..adapters.events import EventHub, Filters, sse, sse_comment, sse_notice
+from .errors import GatewayError, error_response
+from .proxy import GatewayState, authenticate, request_id_of
+
+MAX_REPLAY = 500
+
+
+async def event_stream(request: Request) -> Response:
+    """Query: `type` (comma-separated; `transfer.*` for a prefix), `outlet`,
+    `correlation_id`, `replay` (recent events to send first, up to 500). Ops and admin keys
+    see every event; an outlet key sees its own outlet's only."""
+    state: GatewayState = request.app.state.gateway
+    hub: EventHub | None = request.app.state.hub
+    rid = request_id_of(request)
+    try:
+        principal = await authenticate(request, state)
+        if principal.role == "supplier":
+            raise GatewayError(403, "forbidden", "the live event stream is for ops and outlets")
+        if hub is None:
+            raise GatewayError(503, "events_unavailable", "live events are turned off")
+        q = request.query_params
+        outlet = q.get("outlet")
+        if principal.role == "outlet":
+            if outlet and outlet != principal.subject:
+                raise GatewayError(403, "not_your_outlet", "this key belongs to another outlet")
+            outlet = principal.subject
+        replay_raw = q.get("replay", "0")
+        if not replay_raw.isdigit():
+            raise GatewayError(422, "invalid", "replay must be a whole number", "replay")
+        replay = min(int(replay_raw), MAX_REPLAY)
+        filters = Filters.parse(q.get("type"), outlet, q.get("correlation_id"))
+    except GatewayError as exc:
+        return error_response(exc, rid)
+
+    heartbeat = state.settings.events_heartbeat_s
+    sub = hub.subscribe(filters)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 2000\n" + sse_comment("connected")
+            yield sse_notice("status", hub.status())
+            for event in hub.backlog(filters, replay):
+                yield sse(event)
+            reported = 0
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), heartbeat)
+                except TimeoutError:
+                    yield sse_comment("ping")
+                    continue
+                if sub.dropped != reported:
+                    reported = sub.dropped
+                    yield sse_notice("dropped", {"dropped": reported})
+                yield sse(event)
+        finally:
+            hub.unsubscribe(sub)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+            "x-request-id": rid,
+        },
+    )

@@ -1,0 +1,1 @@
+"""Alembic migrations of the gateway (API keys), applied on start."""

@@ -1,0 +1,270 @@
+"""Must-show, on real processes (uvicorn, as `make run` starts them): a 50 MB body is
+refused with 413 without the gateway's memory growing past a bound (RSS measured), and
+one key sending 1,000 requests/s gets 429s while another key's p99 latency stays within
+twice its unloaded value."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from jejaring_devtools.paths import free_port
+from jejaring_gateway.adapters.keystore import KeyStore
+from jejaring_gateway.domain.identity import parse_role
+
+TOKEN = "e2e-internal-token-0123456789"
+MB = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+
+def _spawn(target: str, env: dict[str, str], tmp: Path, name: str) -> Proc:
+    port = free_port()
+    log = (tmp / f"{name}.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            target,
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (tmp / f"{name}.log").read_text()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Proc(proc, url)
+        time.sleep(0.1)
+    raise AssertionError(f"{name} did not start")
+
+
+@contextlib.contextmanager
+def stack(tmp: Path, **gateway_env: str) -> Iterator[tuple[Proc, Proc]]:
+    common = {
+        "JEJARING_INTERNAL_TOKEN": TOKEN,
+        "JEJARING_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "JEJARING_KAFKA_REQUEST_TIMEOUT_S": "1",
+    }
+    catalog = _spawn(
+        "jejaring_catalog.entrypoints.app:create_app",
+        {**common, "JEJARING_CATALOG_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/catalog.db"},
+        tmp,
+        "catalog",
+    )
+    gateway = None
+    try:
+        gateway = _spawn(
+            "jejaring_gateway.entrypoints.app:create_app",
+            {
+                **common,
+                "JEJARING_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/gateway.db",
+                "JEJARING_GATEWAY_CATALOG_URL": catalog.url,
+                "JEJARING_GATEWAY_STOCK_URL": catalog.url,
+                "JEJARING_GATEWAY_EVENTS_ENABLED": "false",
+                **gateway_env,
+            },
+            tmp,
+            "gateway",
+        )
+        yield gateway, catalog
+    finally:
+        for p in (gateway, catalog):
+            if p is not None:
+                os.killpg(p.proc.pid, signal.SIGTERM)
+                p.proc.wait(15)
+
+
+async def issue(tmp: Path, role: str) -> str:
+    store = await KeyStore.open(f"sqlite+aiosqlite:///{tmp}/gateway.db")
+    try:
+        kind, subject = parse_role(role)
+        return (await store.issue(kind, subject, label="e2e"))[1]
+    finally:
+        await store.close()
+
+
+async def send_declared(url: str, path: str, key: str, length: int) -> int:
+    """Headers that declare `length` bytes, then wait for the answer without sending them."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return int(status_line.split()[1])
+
+
+async def send_chunked(url: str, path: str, key: str, total: int) -> tuple[int, int]:
+    """POST `total` bytes chunked (no Content-Length), stopping as soon as an answer comes.
+    Returns (status, bytes sent)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    writer.write(head.encode())
+    answer = asyncio.create_task(reader.readline())
+    chunk = b"x" * (256 * 1024)
+    sent = 0
+    try:
+        while sent < total and not answer.done():
+            writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            await writer.drain()
+            sent += len(chunk)
+        if not answer.done():
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    status_line = await asyncio.wait_for(answer, 30)
+    writer.close()
+    return int(status_line.split()[1]), sent
+
+
+async def test_50mb_body_is_413_without_memory_growth(tmp_path: Path) -> None:
+    await issue(tmp_path, "admin")  # creates the database before the gateway migrates it
+    with stack(tmp_path) as (gateway, _catalog):
+        key = await issue(tmp_path, "admin")
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            for _ in range(20):  # warm up: pools, caches
+                await client.get("/api/v1/clusters", headers={"x-api-key": key})
+            before = gateway.rss_mb()
+        # Declared too large: refused before a byte of the body is read.
+        status = await send_declared(gateway.url, "/api/v1/products", key, 50 * MB)
+        assert status == 413
+        peak = before
+        for path in ("/api/v1/products", "/api/v1/products:import"):  # JSON 1 MiB, CSV 20 MiB
+            for _ in range(2):
+                status, sent = await send_chunked(gateway.url, path, key, 50 * MB)
+                peak = max(peak, gateway.rss_mb())
+                assert status == 413, (path, status)
+                assert sent < 50 * MB, "the gateway read the whole body"
+        growth = gateway.rss_mb() - before
+        print(json.dumps({"rss_before_mb": before, "rss_peak_mb": peak, "growth_mb": growth}))
+        assert growth < 25, f"gateway RSS grew {growth:.1f} MB ({before:.1f} -> {peak:.1f})"
+
+
+LOADER = r"""
+# A plain keep-alive HTTP/1.1 client (httpx alone tops out near 1,000 req/s here).
+import asyncio, json, sys, time
+url, key, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+host, port = url.removeprefix("http://").split(":")
+REQ = (f"GET /api/v1/clusters HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {key}\r\n\r\n").encode()
+counts = {}
+async def conn(share, start):
+    r, w = await asyncio.open_connection(host, int(port))
+    n = 0
+    while time.perf_counter() - start < seconds:
+        due = int((time.perf_counter() - start) * share)
+        if n >= due:
+            await asyncio.sleep(0.001); continue
+        w.write(REQ); await w.drain(); n += 1
+        status = int((await r.readline()).split()[1]); length = 0
+        while (line := await r.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await r.readexactly(length)
+        counts[status] = counts.get(status, 0) + 1
+    w.close()
+    return n
+async def main():
+    start = time.perf_counter()
+    sent = sum(await asyncio.gather(*(conn(rate / 16, start) for _ in range(16))))
+    took = time.perf_counter() - start
+    tally = {str(k): v for k, v in counts.items()}
+    print(json.dumps({"sent": sent, "rate": sent / took, "counts": tally}))
+asyncio.run(main())
+"""
+
+
+async def _p99(url: str, key: str, n: int, interval: float) -> float:
+    lat: list[float] = []
+    async with httpx.AsyncClient(base_url=url) as client:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            resp = await client.get("/api/v1/clusters", headers={"x-api-key": key})
+            lat.append(time.perf_counter() - t0)
+            assert resp.status_code == 200, resp.text
+            await asyncio.sleep(interval)
+    lat.sort()
+    return lat[int(0.99 * (len(lat) - 1))]
+
+
+async def test_one_noisy_key_is_limited_and_others_keep_their_latency(tmp_path: Path) -> None:
+    await issue(tmp_path, "ops")
+    with stack(tmp_path, JEJARING_GATEWAY_RATE_PER_S="50", JEJARING_GATEWAY_RATE_BURST="100") as (
+        gateway,
+        _catalog,
+    ):
+        noisy, quiet = await issue(tmp_path, "ops"), await issue(tmp_path, "ops")
+        await _p99(gateway.url, quiet, 30, 0.005)  # warm up
+        unloaded = await _p99(gateway.url, quiet, 300, 0.01)
+        loader = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            LOADER,
+            gateway.url,
+            noisy,
+            "1000",
+            "6",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        await asyncio.sleep(1.0)  # let the flood start
+        loaded = await _p99(gateway.url, quiet, 300, 0.01)
+        out, _ = await loader.communicate()
+        report = json.loads(out)
+        print(
+            json.dumps(
+                {
+                    "unloaded_p99_ms": unloaded * 1000,
+                    "loaded_p99_ms": loaded * 1000,
+                    "noisy": report,
+                }
+            )
+        )
+        assert report["rate"] > 800, report
+        assert report["counts"].get("429", 0) > report["sent"] * 0.8, report
+        assert loaded <= 2 * unloaded, (
+            f"p99 {loaded * 1000:.2f} ms under load vs {unloaded * 1000:.2f} ms unloaded"
+        )

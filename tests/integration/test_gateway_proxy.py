@@ -1,0 +1,114 @@
+"""The gateway in front of the real services: keys, routing, request ids, limits, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from support.gateway import TOKEN, gateway_stack
+
+
+def bootstrap(kafka_broker: Any) -> str:
+    return str(kafka_broker.bootstrap_servers)
+
+
+async def test_keys_routing_request_ids_and_errors(tmp_path: Path, kafka_broker: Any) -> None:
+    async with gateway_stack(
+        tmp_path, bootstrap(kafka_broker), ("catalog", "stock", "supplier"), max_page_size=50
+    ) as gw:
+        # No key, a malformed key, an unknown key: 401 JSON with a stable code.
+        resp = await gw.client.get("/api/v1/products")
+        assert resp.status_code == 401 and resp.json()["error"]["code"] == "api_key_required"
+        assert resp.headers["x-request-id"]
+        resp = await gw.client.get("/api/v1/products", headers={"x-api-key": "nope"})
+        assert resp.json()["error"]["code"] == "invalid_api_key"
+        fake = "jk_0123456789ab_" + "x" * 43
+        resp = await gw.client.get("/api/v1/products", headers={"x-api-key": fake})
+        assert resp.status_code == 401
+
+        # Admin writes the catalog through the gateway; the request id is passed through.
+        resp = await gw.call(
+            "admin",
+            "POST",
+            "/api/v1/products",
+            json={"sku": "BERAS-5", "name": "Beras 5 kg", "unit": "sak"},
+            headers={"x-request-id": "req-123"},
+        )
+        assert resp.status_code == 201, resp.text
+        assert resp.headers["x-request-id"] == "req-123"
+        # X-API-Key works as well as a bearer token; a generated id comes back otherwise.
+        resp = await gw.client.get(
+            "/api/v1/products/BERAS-5", headers={"x-api-key": await gw.key("ops")}
+        )
+        assert resp.status_code == 200 and resp.json()["sku"] == "BERAS-5"
+        assert len(resp.headers["x-request-id"]) == 32
+
+        # Page sizes are capped: limit=500 becomes the gateway's cap.
+        resp = await gw.call("ops", "GET", "/api/v1/products", params={"limit": 500})
+        assert resp.status_code == 200 and resp.json()["limit"] == 50
+
+        # Routing: stock, supplier; an unknown prefix is 404 from the gateway itself.
+        resp = await gw.call("admin", "POST", "/api/v1/outlets", json={"id": "o-1", "name": "M"})
+        assert resp.status_code == 201, resp.text
+        assert (await gw.call("ops", "GET", "/api/v1/outlets/o-1/stock")).status_code == 200
+        assert (await gw.call("ops", "GET", "/api/v1/suppliers")).status_code == 200
+        resp = await gw.call("ops", "GET", "/api/v1/nothing-here")
+        assert resp.status_code == 404 and resp.json()["error"]["code"] == "route_not_found"
+
+        # The service's own errors come back as they are (JSON, stable code).
+        resp = await gw.call("ops", "GET", "/api/v1/products/NOPE")
+        assert resp.status_code == 404
+        assert resp.json()["error"]["code"] == "product_not_found"
+
+        # Transfer is not running here: 503 JSON, not a hang or a 500.
+        resp = await gw.call("ops", "GET", "/api/v1/kpis")
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "upstream_unavailable"
+
+        # Relative or encoded path tricks are refused before any routing.
+        for path in ("/api/v1/outlets/o-1/../o-2/stock", "/api/v1/outlets/o-1%2F..%2Fo-2"):
+            resp = await gw.call("outlet:o-1", "GET", path)
+            assert resp.status_code in (400, 403, 404), (path, resp.status_code)
+
+        # The services themselves refuse calls without the internal credential...
+        catalog = httpx.ASGITransport(app=gw.services["catalog"])
+        async with httpx.AsyncClient(transport=catalog, base_url="http://c") as direct:
+            resp = await direct.get("/api/v1/products")
+            assert resp.status_code == 401
+            assert resp.json()["error"]["code"] == "internal_credential_required"
+            resp = await direct.get("/api/v1/products", headers={"x-internal-token": "wrong"})
+            assert resp.status_code == 401
+            ok = await direct.get("/api/v1/products", headers={"x-internal-token": TOKEN})
+            assert ok.status_code == 200
+            # ...except health, readiness, metrics and the event catalog.
+            for path in ("/healthz", "/metrics", "/asyncapi.json"):
+                assert (await direct.get(path)).status_code == 200, path
+
+
+async def test_revoked_key_stops_working(tmp_path: Path, kafka_broker: Any) -> None:
+    async with gateway_stack(
+        tmp_path, bootstrap(kafka_broker), ("catalog",), key_cache_s=0.2
+    ) as gw:
+        key = await gw.key("ops")
+        assert (await gw.call("ops", "GET", "/api/v1/products")).status_code == 200
+        assert await gw.keys.revoke(key.split("_")[1])
+        await asyncio.sleep(0.3)
+        resp = await gw.call("ops", "GET", "/api/v1/products")
+        assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+
+
+async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, kafka_broker: Any) -> None:
+    async with gateway_stack(
+        tmp_path, bootstrap(kafka_broker), ("catalog",), rate_per_s=5, rate_burst=5
+    ) as gw:
+        statuses = [(await gw.call("ops", "GET", "/api/v1/clusters")) for _ in range(8)]
+        codes = [r.status_code for r in statuses]
+        assert codes[:5] == [200] * 5 and 429 in codes[5:]
+        limited = next(r for r in statuses if r.status_code == 429)
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["error"]["code"] == "rate_limited"
+        # Another key has its own bucket.
+        assert (await gw.call("admin", "GET", "/api/v1/clusters")).status_code == 200
