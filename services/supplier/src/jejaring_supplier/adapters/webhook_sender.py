@@ -12,6 +12,7 @@ de-duplicate by the X-Jejaring-Delivery id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -138,12 +139,32 @@ async def deliver_due(
 ) -> int:
     """Send every delivery that is due now (one batch); returns how many were tried."""
     due = await _claim(uows, settings)
+    if not due:
+        return 0
+    work = asyncio.ensure_future(_send_and_record(uows, client, settings, due))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # Stopping: let the attempts already on the wire finish and be logged, so the
+        # delivery log stays whole. Bounded by the request timeout; a second cancel
+        # (the shutdown's own bound) abandons them to the lease.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(work, settings.webhook_timeout_s + 2.0)
+        raise
+    return len(due)
+
+
+async def _send_and_record(
+    uows: UnitOfWorkFactory,
+    client: httpx.AsyncClient,
+    settings: SupplierSettings,
+    due: list[dict[str, Any]],
+) -> None:
     outcomes = await asyncio.gather(*(post(client, d) for d in due))
     for delivery, outcome in zip(due, outcomes, strict=True):
         await _record(uows, settings, delivery, outcome)
         if not outcome.ok:
             log.info("webhook %s attempt failed: %s", delivery["id"], outcome.error)
-    return len(due)
 
 
 async def run_webhook_sender(runtime: Runtime) -> None:
