@@ -112,3 +112,13 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, kafka_bro
         assert limited.json()["error"]["code"] == "rate_limited"
         # Another key has its own bucket.
         assert (await gw.call("admin", "GET", "/api/v1/clusters")).status_code == 200
+        # The gateway's own metrics count the early 429s next to the proxied answers.
+        scrape = (await gw.client.get("/metrics")).text
+        assert (
+            'jejaring_gateway_requests_total{method="GET",resource="clusters",status="429"}'
+            in scrape
+        )
+        assert (
+            'jejaring_gateway_requests_total{method="GET",resource="clusters",status="200"} 6.0'
+            in scrape
+        )

@@ -15,6 +15,7 @@ from ..adapters.keystore import KeyStore
 from ..adapters.upstream import make_client
 from ..api.docs import OpenApiCache, docs_page, openapi_json
 from ..api.events import event_stream
+from ..api.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
 from ..api.ops import router as ops_router
 from ..api.proxy import FastReject, GatewayState, proxy
 from ..config import GatewaySettings
@@ -68,8 +69,13 @@ def create_app(
         openapi_url=None,
     )
     install_error_handlers(app)
+    metrics = GatewayMetrics()
+    app.state.metrics = metrics
     app.add_middleware(FastReject)
+    # Added last, so it is outermost: early answers (429) are counted too.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(ops_router)
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
     app.add_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
     app.add_route("/api/v1/events/stream", event_stream, methods=["GET"], include_in_schema=False)
