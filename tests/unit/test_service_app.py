@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +14,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from jejaring_catalog.entrypoints.app import create_app as catalog_app
-from jejaring_shared.app import create_service_app
+from jejaring_shared.app import Runtime, create_service_app
+from jejaring_shared.tasks import finish
 from jejaring_stock.entrypoints.app import create_app as stock_app
 from jejaring_supplier.entrypoints.app import create_app as supplier_app
 from jejaring_transfer.entrypoints.app import create_app as transfer_app
@@ -86,3 +90,51 @@ async def test_each_service_starts_migrates_and_serves_its_catalog(
             assert (await c.get("/healthz")).status_code == 200
             doc = (await c.get("/asyncapi.json")).json()
             assert "stock.reserved" in {m["name"] for m in doc["components"]["messages"].values()}
+
+
+async def test_finish_never_raises_the_tasks_outcome() -> None:
+    async def sleeper() -> None:
+        await asyncio.sleep(60)
+
+    async def failing() -> None:
+        raise RuntimeError("boom")
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60)  # ignores the first request to stop
+        await asyncio.sleep(60)
+
+    cancelled = asyncio.create_task(sleeper())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await finish(cancelled, 1.0)  # the task ends cancelled: that is how it was asked to stop
+    assert cancelled.cancelled()
+    failed = asyncio.create_task(failing())
+    await finish(failed, 1.0)
+    assert failed.done()
+    slow = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    slow.cancel()
+    await finish(slow, 0.05)  # overruns: cancelled once more, which it does not swallow
+    assert slow.done()
+
+
+async def test_a_service_with_background_tasks_still_stops_its_relay_and_consumers(
+    tmp_path: Path,
+) -> None:
+    """Background tasks are cancelled first; that must not cut the rest of the shutdown
+    short (consumers leave their group, the relay stops, the engine is disposed)."""
+
+    async def background(runtime: Runtime) -> None:
+        await asyncio.sleep(3600)
+
+    definition = dataclasses.replace(probe.definition(), background=[background])
+    app = create_service_app(
+        definition, probe.settings(f"sqlite+aiosqlite:///{tmp_path}/p.db", "127.0.0.1:1")
+    )
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
+        runtime: Runtime = app.state.runtime
+        assert runtime.consumers
+    assert runtime.relay._stopping.is_set()
+    assert all(r._stopping.is_set() for r in runtime.consumers)
+    assert runtime.relay._task is not None and runtime.relay._task.done()
