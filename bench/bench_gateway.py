@@ -20,14 +20,12 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from bench.harness import REPEATS, Context, Result, median
 from jejaring_devtools.paths import free_port
+from jejaring_devtools.uvicorn_proc import spawn_uvicorn, wait_healthy
 from jejaring_gateway.adapters.keystore import KeyStore
 
 N_FULL, N_QUICK = 4_000, 800
@@ -43,39 +41,10 @@ def _spawn(
     target: str, env: dict[str, str], workdir: Path, name: str
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    log = (workdir / f"{name}.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            target,
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((workdir / f"{name}.log").read_text())
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{name} did not start")
+    log = workdir / f"{name}.log"
+    proc = spawn_uvicorn(target, port, env, workdir, log, log_level="warning")
+    wait_healthy(proc, f"http://127.0.0.1:{port}", log)
+    return proc, port
 
 
 async def _connection(port: int, headers: str, n: int, lat: list[float]) -> None:

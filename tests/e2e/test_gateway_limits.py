@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from jejaring_devtools.paths import free_port
+from jejaring_devtools.uvicorn_proc import spawn_uvicorn, wait_healthy
 from jejaring_gateway.adapters.keystore import KeyStore
 from jejaring_gateway.domain.identity import parse_role
 
@@ -42,37 +43,11 @@ class Proc:
 
 def _spawn(target: str, env: dict[str, str], tmp: Path, name: str) -> Proc:
     port = free_port()
-    log = (tmp / f"{name}.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            target,
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp,
-        start_new_session=True,
-    )
+    log = tmp / f"{name}.log"
+    proc = spawn_uvicorn(target, port, env, tmp, log, log_level="warning")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp / f"{name}.log").read_text()
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Proc(proc, url)
-        time.sleep(0.1)
-    raise AssertionError(f"{name} did not start")
+    wait_healthy(proc, url, log)
+    return Proc(proc, url)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import httpx
 from ._proc import cmdline_matches, read_pid, signal_group, tail, wait_gone
 from .kafka import KafkaBroker
 from .postgres import PostgresServer
+from .uvicorn_proc import spawn_uvicorn
 
 
 @dataclass(frozen=True)
@@ -119,28 +120,13 @@ class Stack:
         pid_file = self.run_dir / f"{service.name}.pid"
         if self._pid(service) is not None:
             return  # already running
-        log = (self.log_dir / f"{service.name}.log").open("ab")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                service.target,
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.base_port + service.port_offset),
-                "--no-access-log",
-            ],
-            env=self._env(service),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=self.data,
+        proc = spawn_uvicorn(
+            service.target,
+            self.base_port + service.port_offset,
+            self._env(service),
+            self.data,
+            self.log_dir / f"{service.name}.log",
         )
-        log.close()
         pid_file.write_text(str(proc.pid))
 
     def start(self, timeout: float = 120) -> None:
