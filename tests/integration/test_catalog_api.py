@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema  # type: ignore[import-untyped]
 import pytest
 import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
@@ -20,9 +19,8 @@ from fastapi import FastAPI
 
 from jejaring_catalog.config import CatalogSettings
 from jejaring_catalog.entrypoints.app import create_app
-from jejaring_shared.contracts import REGISTRY, Envelope
 from jejaring_shared.settings import KafkaSettings
-from support.kafka_io import read_all
+from support.kafka_io import assert_matches_asyncapi, read_all
 from support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,21 +42,6 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://catalog") as client:
             yield client
-
-
-def assert_matches_asyncapi(raw: bytes) -> Envelope:
-    """The message as read from Kafka against the published document and the pydantic model."""
-    doc = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
-    body = json.loads(raw)
-    names = {m["name"]: key for key, m in doc["components"]["messages"].items()}
-    schema = {
-        "$ref": f"#/components/messages/{names[body['type']]}/payload",
-        "components": doc["components"],
-    }
-    jsonschema.Draft202012Validator(schema).validate(body)
-    envelope = Envelope.model_validate(body)
-    REGISTRY.get(envelope.type).model.model_validate(envelope.payload)
-    return envelope
 
 
 async def events_for(bootstrap: str, topic: str, prefix: str) -> list[Any]:

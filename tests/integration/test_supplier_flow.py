@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema  # type: ignore[import-untyped]
 import sqlalchemy as sa
 import uvicorn
 from asgi_lifespan import LifespanManager
@@ -23,13 +22,13 @@ from fastapi import FastAPI
 
 from jejaring_catalog.config import CatalogSettings
 from jejaring_catalog.entrypoints.app import create_app as create_catalog
-from jejaring_shared.contracts import REGISTRY, Envelope
+from jejaring_shared.contracts import Envelope
 from jejaring_shared.contracts.transfer import LegAssigned
 from jejaring_shared.settings import KafkaSettings
 from jejaring_supplier.config import SupplierSettings
 from jejaring_supplier.domain import webhooks
 from jejaring_supplier.entrypoints.app import create_app as create_supplier
-from support.kafka_io import read_all, send_raw
+from support.kafka_io import assert_matches_asyncapi, read_all, send_raw
 from support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,21 +105,6 @@ async def serving(receiver: Receiver) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
-
-
-def assert_matches_asyncapi(raw: bytes) -> Envelope:
-    """The message as read from Kafka against the published document and the pydantic model."""
-    doc = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
-    body = json.loads(raw)
-    names = {m["name"]: key for key, m in doc["components"]["messages"].items()}
-    schema = {
-        "$ref": f"#/components/messages/{names[body['type']]}/payload",
-        "components": doc["components"],
-    }
-    jsonschema.Draft202012Validator(schema).validate(body)
-    envelope = Envelope.model_validate(body)
-    REGISTRY.get(envelope.type).model.model_validate(envelope.payload)
-    return envelope
 
 
 def error_of(resp: httpx.Response) -> tuple[int, str, str | None]:

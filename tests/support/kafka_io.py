@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from jejaring_shared.contracts import REGISTRY, Envelope
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def send_raw(bootstrap: str, topic: str, items: list[tuple[bytes, bytes | None]]) -> None:
@@ -40,3 +47,18 @@ async def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.
     finally:
         await consumer.stop()
     return out
+
+
+def assert_matches_asyncapi(raw: bytes) -> Envelope:
+    """The message as read from Kafka against the published document and the pydantic model."""
+    doc = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
+    body = json.loads(raw)
+    names = {m["name"]: key for key, m in doc["components"]["messages"].items()}
+    schema = {
+        "$ref": f"#/components/messages/{names[body['type']]}/payload",
+        "components": doc["components"],
+    }
+    jsonschema.Draft202012Validator(schema).validate(body)
+    envelope = Envelope.model_validate(body)
+    REGISTRY.get(envelope.type).model.model_validate(envelope.payload)
+    return envelope
