@@ -9,7 +9,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from jejaring_gateway.api.docs import merge
-from jejaring_gateway.domain.access import Check, decide, owner, segments
+from jejaring_gateway.domain.access import Check, decide, is_slow, owner, segments
 from jejaring_gateway.domain.identity import (
     InvalidRole,
     Principal,
@@ -55,6 +55,15 @@ def test_routes_go_to_their_owner() -> None:
     assert owner(segments("/api/v1/rebalancing/plans")) == "transfer"
     assert owner(segments("/api/v1/suppliers/s/offers")) == "supplier"
     assert owner(segments("/api/v1/unknown")) is None
+
+
+def test_long_calls_get_the_long_timeout() -> None:
+    assert is_slow("POST", segments("/api/v1/products:import"))
+    assert is_slow("POST", segments("/api/v1/outlets/o-1/opening-stock"))
+    assert is_slow("POST", segments("/api/v1/rebalancing/plans"))
+    assert not is_slow("POST", segments("/api/v1/rebalancing/plans/p1/approve"))
+    assert not is_slow("GET", segments("/api/v1/rebalancing/plans"))
+    assert not is_slow("POST", segments("/api/v1/restock-requests"))
 
 
 def test_outlet_keys_reach_their_own_outlet_only() -> None:

@@ -19,6 +19,9 @@ class GatewaySettings(BaseSettings):
     supplier_url: str = "http://127.0.0.1:8104"
     upstream_timeout_s: float = Field(default=10.0, gt=0)
     upstream_connect_timeout_s: float = Field(default=2.0, gt=0)
+    slow_timeout_s: float = Field(
+        default=180.0, gt=0, description="Upstream timeout of CSV imports and plan proposals"
+    )
     upstream_max_connections: int = Field(default=200, ge=1)
     get_retries: int = Field(
         default=2, ge=0, le=5, description="Retries of GET/HEAD on connect errors only"

@@ -398,8 +398,13 @@ async def _forward(
         headers.append(("content-length", str(len(content))))
     elif content is not None and declared is not None and declared.isdigit():
         headers.append(("content-length", declared))
+    timeout = (
+        httpx.Timeout(settings.slow_timeout_s, connect=settings.upstream_connect_timeout_s)
+        if access.is_slow(request.method, segs)
+        else httpx.USE_CLIENT_DEFAULT
+    )
     upstream_request = state.client.build_request(
-        request.method, url, headers=headers, content=content
+        request.method, url, headers=headers, content=content, timeout=timeout
     )
     try:
         resp = await upstream.send(

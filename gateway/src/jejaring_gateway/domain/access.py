@@ -92,6 +92,14 @@ def is_upload(segs: list[str]) -> bool:
     return bool(segs) and (segs[-1].endswith(":import") or segs[-1] == "opening-stock")
 
 
+def is_slow(method: str, segs: list[str]) -> bool:
+    """Calls that legitimately take long (a CSV import, proposing a network-wide
+    rebalancing plan) get the longer upstream timeout."""
+    if is_upload(segs):
+        return True
+    return method == "POST" and segs[:2] == ["rebalancing", "plans"] and len(segs) == 2
+
+
 def decide(p: Principal, method: str, segs: list[str]) -> Decision:
     if p.role == "admin":
         return Decision.allow()
