@@ -7,14 +7,19 @@ import random
 import pytest
 
 from jejaring_transfer.domain.rebalancing import (
+    NETWORK_OPTIONS,
+    CostModel,
     Problem,
     Sink,
     Source,
     exact_min_cost_flow,
     greedy_nearest,
+    plan_network,
     plan_sku,
     plan_sku_linear,
+    solve_exact,
 )
+from jejaring_transfer.domain.rebalancing_gen import network_problems, square
 
 
 def network(seed: int, n: int, *, min_quantity: int = 6, case_pack: int = 1) -> Problem:
@@ -57,7 +62,7 @@ def test_sparse_lanes_cost_within_one_percent_of_the_exact_flow(seed: int) -> No
 
 
 def test_beats_greedy_nearest_on_average() -> None:
-    ours = sum(plan_sku(network(seed, 20)).cost for seed in range(10))
+    ours = sum(plan_sku(network(seed, 20), restarts=1).cost for seed in range(10))
     greedy = sum(greedy_nearest(network(seed, 20)).cost for seed in range(10))
     assert ours < greedy
 
@@ -68,3 +73,64 @@ def test_expiring_stock_goes_where_it_sells_fastest() -> None:
     fast = Sink("fast", -6.40, 106.82, 10, daily_rate=20.0)
     plan = plan_sku(Problem("milk", [source], [slow, fast], min_quantity=10))
     assert [line.sink for line in plan.lines] == ["fast"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_network_plans_keep_every_rule(seed: int) -> None:
+    (problem,) = network_problems(120, 1, seed, share=0.3)
+    plan = plan_network([problem], workers=1)[0]
+    pack, least = problem.case_pack, problem.min_quantity
+    sent: dict[str, int] = {}
+    got: dict[str, int] = {}
+    for line in plan.lines:
+        assert line.quantity >= least and line.quantity % pack == 0
+        sent[line.source] = sent.get(line.source, 0) + line.quantity
+        got[line.sink] = got.get(line.sink, 0) + line.quantity
+    assert all(sent.get(s.id, 0) <= s.quantity for s in problem.sources)
+    assert all(got.get(t.id, 0) <= t.quantity for t in problem.sinks)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sparse_planner_within_one_percent_of_the_dense_flow_without_fixed_costs(
+    seed: int,
+) -> None:
+    problem = square(30, seed, costs=CostModel(fixed_per_lane=0))
+    # No trips to save: the search past the first flows has nothing to find.
+    assert plan_sku(problem, restarts=0).cost <= exact_min_cost_flow(problem).cost * 1.01
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_within_five_percent_of_a_proven_optimum(seed: int) -> None:
+    problem = square(4, seed, min_quantity=6)
+    exact = solve_exact(problem, time_limit_s=10)
+    assert exact.proven
+    assert plan_sku(problem).cost <= exact.plan.cost * 1.05
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_saves_a_tenth_against_greedy(seed: int) -> None:
+    problem = square(20, seed, min_quantity=6)
+    assert plan_sku(problem).cost <= 0.9 * greedy_nearest(problem).cost
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_network_mode_plans_are_legal_and_close_to_the_full_search(seed: int) -> None:
+    # Fast slope scaling ignores minimums inside its rounds: only legal polished flows
+    # may come out, and in total they should stay near the full search's cost.
+    problems = network_problems(150, 6, seed, share=0.3)
+    plans = plan_network(problems, workers=1)
+    for problem, plan in zip(problems, plans, strict=True):
+        assert all(line.quantity >= problem.min_quantity for line in plan.lines)
+        assert all(line.quantity % problem.case_pack == 0 for line in plan.lines)
+    full = sum(plan_sku(problem, restarts=1).cost for problem in problems)
+    assert sum(plan.cost for plan in plans) <= full * 1.15
+    assert NETWORK_OPTIONS["fast"]
+
+
+def test_cp_sat_proves_the_optimum_of_a_small_instance_and_agrees_with_scip() -> None:
+    problem = square(4, 1, min_quantity=6)
+    cp_sat = solve_exact(problem, time_limit_s=10, solver="CP-SAT")
+    scip = solve_exact(problem, time_limit_s=10)
+    assert cp_sat.proven and scip.proven
+    assert cp_sat.plan.cost == scip.plan.cost
+    assert plan_sku(problem).cost <= cp_sat.plan.cost * 1.05

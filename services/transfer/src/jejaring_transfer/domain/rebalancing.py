@@ -14,16 +14,20 @@ whenever it is cheaper than a stockout).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from ortools.graph.python import min_cost_flow
 from ortools.linear_solver import pywraplp
+from ortools.sat.python import cp_model
 
 EARTH_KM = 6371.0
+POLISHED = 2  # fast slope scaling polishes this many of its rounds' flows, cheapest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,24 +120,491 @@ def unit_costs(problem: Problem) -> np.ndarray:
     return result
 
 
-def candidate_lanes(problem: Problem, k: int) -> list[tuple[int, int]]:
-    """Sparse lanes: each sink's k nearest outlet sources, plus every supplier."""
-    n_src, n_snk = len(problem.sources), len(problem.sinks)
+def _candidate_mask(cost: np.ndarray, suppliers: np.ndarray, k: int) -> np.ndarray:
+    """Sparse lanes as a sources x sinks mask: each sink's k cheapest sources, each
+    source's k cheapest sinks (a remote source still gets a way out), every supplier."""
+    n_src, n_snk = cost.shape
+    mask = np.zeros((n_src, n_snk), dtype=bool)
     if n_src == 0 or n_snk == 0:
+        return mask
+    mask[suppliers, :] = True
+    if k >= n_src:
+        mask[:, :] = True
+        return mask
+    rows = np.argpartition(cost, k - 1, axis=0)[:k]
+    mask[rows, np.arange(n_snk)[None, :]] = True
+    if k < n_snk:
+        cols = np.argpartition(cost, k - 1, axis=1)[:, :k]
+        mask[np.arange(n_src)[:, None], cols] = True
+    else:
+        mask[:, :] = True
+    return mask
+
+
+def candidate_lanes(problem: Problem, k: int) -> list[tuple[int, int]]:
+    """Sparse lanes: each sink's k nearest sources, each source's k nearest sinks, plus
+    every supplier."""
+    if not problem.sources or not problem.sinks:
         return []
-    cost = unit_costs(problem)
-    suppliers = [i for i, s in enumerate(problem.sources) if s.unit_price > 0]
-    lanes: set[tuple[int, int]] = {(i, j) for i in suppliers for j in range(n_snk)}
-    kk = min(k, n_src)
-    nearest = np.argpartition(cost, kk - 1, axis=0)[:kk] if kk < n_src else None
-    for j in range(n_snk):
-        rows = nearest[:, j] if nearest is not None else range(n_src)
-        lanes.update((int(i), j) for i in rows)
-    return sorted(lanes)
+    suppliers = np.array([s.unit_price > 0 for s in problem.sources])
+    li, lj = np.nonzero(_candidate_mask(unit_costs(problem), suppliers, max(k, 1)))
+    return list(zip(li.tolist(), lj.tolist(), strict=True))
 
 
 def _round_down(q: int, pack: int) -> int:
     return q - q % pack if pack > 1 else q
+
+
+@dataclass(slots=True, eq=False)
+class _Net:
+    """A problem counted in case packs over its candidate lanes, ready for many flow solves.
+
+    Nodes: sources 0..S-1, sinks S..S+T-1, `short` (S+T: supplies every pack left short,
+    at the shortage penalty) and `excess` (S+T+1: takes the surplus nobody needs, free).
+    """
+
+    pack: int
+    minimum: int  # packs a lane must carry if used
+    a: np.ndarray  # packs each source can give
+    b: np.ndarray  # packs each sink can take
+    li: np.ndarray  # lane -> source
+    lj: np.ndarray  # lane -> sink
+    c: np.ndarray  # rupiah per pack on each lane
+    cap: np.ndarray
+    fixed: int  # rupiah per lane used
+    short: int  # rupiah per pack left short
+    constant: int  # shortage of the units no whole pack can fill
+    arcs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # the non-lane arcs
+    nodes: np.ndarray
+    supplies: np.ndarray
+
+    def value(self, x: np.ndarray) -> int:
+        """True objective of lane flows `x` (packs): transport, price, trips, shortage."""
+        return int(
+            self.constant
+            + self.short * (int(self.b.sum()) - int(x.sum()))
+            + int(self.c @ x)
+            + self.fixed * int(np.count_nonzero(x))
+        )
+
+    def flow(self, sel: np.ndarray, cost: np.ndarray, forced: int = -1) -> np.ndarray:
+        """Min-cost flow over the lanes `sel` at per-pack `cost`; flows of every lane.
+        Lane `forced` (when >= 0, one of `sel`) carries at least the minimum."""
+        n_src = self.a.size
+        tails, heads, caps, costs = self.arcs
+        lane_cap = self.cap[sel]
+        supplies = self.supplies
+        if forced >= 0:
+            # A lower bound as min-cost flow has it: ship the minimum up front.
+            lane_cap = np.where(sel == forced, lane_cap - self.minimum, lane_cap)
+            supplies = supplies.copy()
+            supplies[self.li[forced]] -= self.minimum
+            supplies[n_src + self.lj[forced]] += self.minimum
+        smcf = min_cost_flow.SimpleMinCostFlow()
+        smcf.add_arcs_with_capacity_and_unit_cost(
+            np.concatenate((self.li[sel], tails)),
+            np.concatenate((self.lj[sel] + n_src, heads)),
+            np.concatenate((lane_cap, caps)),
+            np.concatenate((cost[sel], costs)),
+        )
+        smcf.set_nodes_supplies(self.nodes, supplies)
+        status = smcf.solve()
+        if status != smcf.OPTIMAL:
+            raise RuntimeError(f"min-cost flow ended with status {status}")
+        x = np.zeros(self.c.size, dtype=np.int64)
+        if sel.size:
+            x[sel] = smcf.flows(np.arange(sel.size))
+        if forced >= 0:
+            x[forced] += self.minimum
+        return x
+
+    def feasible(self, sel: np.ndarray, cost: np.ndarray, forced: int = -1) -> np.ndarray:
+        """`flow`, re-solved without the lanes that would carry less than the minimum
+        (their units find another lane or stay short) until every used lane is legal."""
+        return self.feasible_over(sel, cost, forced)[0]
+
+    def feasible_over(
+        self, sel: np.ndarray, cost: np.ndarray, forced: int = -1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`feasible` and the lanes left after the bans (callers may keep them banned)."""
+        for _ in range(16):
+            x = self.flow(sel, cost, forced)
+            small = (x > 0) & (x < self.minimum)
+            if not small.any():
+                return x, sel
+            sel = sel[~small[sel]]
+        x[(x > 0) & (x < self.minimum)] = 0
+        return x, sel
+
+
+def _net(problem: Problem, k: int) -> _Net:
+    pack = max(problem.case_pack, 1)
+    minimum = max(1, -(-problem.min_quantity // pack))
+    supply = np.array([s.quantity for s in problem.sources], dtype=np.int64)
+    demand = np.array([t.quantity for t in problem.sinks], dtype=np.int64)
+    a, b = np.maximum(supply, 0) // pack, np.maximum(demand, 0) // pack
+    c = problem.costs
+    per_pack = unit_costs(problem) * pack
+    short = c.shortage_per_unit * pack
+    suppliers = np.array([s.unit_price > 0 for s in problem.sources], dtype=bool)
+    li, lj = np.nonzero(_candidate_mask(per_pack, suppliers, max(k, 1)))
+    cap = np.minimum(a[li], b[lj])
+    lane_cost = per_pack[li, lj]
+    # A lane that cannot carry the minimum, or whose units cost more than leaving them
+    # short even when it runs full, is never worth a trip.
+    keep = (cap >= minimum) & (lane_cost * cap + c.fixed_per_lane < short * cap)
+    li, lj, cap, lane_cost = li[keep], lj[keep], cap[keep], lane_cost[keep]
+    n_src, n_snk = a.size, b.size
+    short_node, excess_node = n_src + n_snk, n_src + n_snk + 1
+    tails = np.concatenate((np.arange(n_src), np.full(n_snk, short_node), [short_node])).astype(
+        np.int64
+    )
+    heads = np.concatenate(
+        (np.full(n_src, excess_node), n_src + np.arange(n_snk), [excess_node])
+    ).astype(np.int64)
+    caps = np.concatenate((a, b, [b.sum()])).astype(np.int64)
+    costs = np.concatenate(
+        (np.zeros(n_src, dtype=np.int64), np.full(n_snk, short, dtype=np.int64), [0])
+    ).astype(np.int64)
+    supplies = np.concatenate((a, -b, [b.sum(), -a.sum()])).astype(np.int64)
+    constant = int((np.maximum(demand, 0) - b * pack).sum()) * c.shortage_per_unit
+    return _Net(
+        pack,
+        minimum,
+        a,
+        b,
+        li.astype(np.int64),
+        lj.astype(np.int64),
+        lane_cost.astype(np.int64),
+        cap.astype(np.int64),
+        c.fixed_per_lane,
+        short,
+        constant,
+        (tails, heads, caps, costs),
+        np.arange(supplies.size, dtype=np.int64),
+        supplies,
+    )
+
+
+class _Search:
+    """Best plan seen so far, over the lane flows of one `_Net`."""
+
+    def __init__(self, net: _Net, width: int = 16) -> None:
+        self.net = net
+        self.width = width  # closed lanes tried per add step
+        self.x = np.zeros(net.c.size, dtype=np.int64)
+        self.value = net.value(self.x)
+
+    def offer(self, x: np.ndarray) -> bool:
+        """Keep `x` if it is legal (fast slope scaling's raw flows may not be) and better."""
+        if ((x > 0) & (x < self.net.minimum)).any():
+            return False
+        v = self.net.value(x)
+        if v < self.value:
+            self.x, self.value = x, v
+            return True
+        return False
+
+    def polish(self, x: np.ndarray) -> np.ndarray:
+        """The best flow over the lanes `x` opened: trips are paid once a lane is open,
+        so only the per-pack costs decide how much each carries."""
+        self.offer(x)
+        y = self.net.feasible(np.flatnonzero(x), self.net.c)
+        self.offer(y)
+        return y
+
+    def slope_scaling(
+        self, slope: np.ndarray, rounds: int, *, fast: bool = False, polished: int | None = None
+    ) -> None:
+        """Dynamic slope scaling: each lane's per-pack cost carries its trip spread over
+        what it carried last round, until the flows stop changing.
+
+        `fast` (network mode) solves each round once, minimums ignored (a lane carrying
+        little gets a steep slope next round anyway), and makes only the polish legal:
+        the bans then re-solve over the few open lanes, not over every candidate."""
+        net = self.net
+        everything = np.arange(net.c.size)
+        seen: set[bytes] = set()
+        rough: list[tuple[int, np.ndarray]] = []
+        for _ in range(rounds):
+            x = net.flow(everything, slope) if fast else net.feasible(everything, slope)
+            key = x.tobytes()
+            if key in seen:
+                break
+            seen.add(key)
+            if fast:
+                rough.append((net.value(x), x))
+            else:
+                self.polish(x)
+            used = x > 0
+            slope[used] = net.c[used] + -(-net.fixed // x[used])
+        # Polishing is most of a fast run's solves: network mode polishes only the flows
+        # that already look good.
+        rough.sort(key=lambda item: item[0])
+        for _, x in rough[:polished]:
+            self.polish(x)
+
+    def potentials(self) -> np.ndarray:
+        """Node potentials of the best flow over its open lanes (shortest distances in the
+        residual network, Bellman-Ford from a virtual root): `c + d[i] - d[j] < 0` marks
+        a closed lane (i, j) that would make the per-pack costs cheaper if opened."""
+        net = self.net
+        n_src, n_snk = net.a.size, net.b.size
+        sel = np.flatnonzero(self.x)
+        # The flow without the minimum over the open lanes has no negative cycle (it is
+        # optimal), so its distances exist.
+        x = net.flow(sel, net.c)
+        tails, heads, caps, costs = net.arcs
+        out = np.bincount(net.li[sel], weights=x[sel], minlength=n_src).astype(np.int64)
+        got = np.bincount(net.lj[sel], weights=x[sel], minlength=n_snk).astype(np.int64)
+        lacking = net.b - got
+        static_flow = np.concatenate((net.a - out, lacking, [int(net.b.sum() - lacking.sum())]))
+        t = np.concatenate((net.li[sel], tails))
+        h = np.concatenate((net.lj[sel] + n_src, heads))
+        u = np.concatenate((net.cap[sel], caps))
+        w = np.concatenate((net.c[sel], costs))
+        f = np.concatenate((x[sel], static_flow))
+        fwd, bwd = f < u, f > 0
+        rt = np.concatenate((t[fwd], h[bwd]))
+        rh = np.concatenate((h[fwd], t[bwd]))
+        rw = np.concatenate((w[fwd], -w[bwd]))
+        d = np.zeros(net.nodes.size, dtype=np.int64)
+        for _ in range(net.nodes.size + 1):
+            before = d.copy()
+            np.minimum.at(d, rh, d[rt] + rw)
+            if np.array_equal(before, d):
+                break
+        return d
+
+    def add_lanes(self, tries: int) -> int:
+        """Open the closed lanes that the potentials rate best (their per-pack saving
+        over their capacity beats the trip), re-solve over the open lanes, keep the best
+        improvement; repeat while it pays. Returns the solves left."""
+        net = self.net
+        n_src = net.a.size
+        while tries > 0:
+            d = self.potentials()
+            rc = net.c + d[net.li] - d[net.lj + n_src]
+            gain = -rc * net.cap - net.fixed
+            gain[self.x > 0] = -1
+            order = np.argsort(-gain, kind="stable")
+            order = order[rc[order] < 0][: min(tries, self.width)]
+            if order.size == 0:
+                break
+            open_lanes = np.flatnonzero(self.x)
+            best_x, best_v = self.x, self.value
+            for lane in order.tolist():
+                tries -= 1
+                y = net.feasible(np.append(open_lanes, lane), net.c, lane)
+                v = net.value(y)
+                if v < best_v:
+                    best_x, best_v = y, v
+            if not self.offer(best_x):
+                break
+        return tries
+
+    def drop_lanes(self, tries: int) -> int:
+        """Close one open lane at a time (least loaded first) and re-route its packs over
+        the other open lanes; keep every closure that lowers the cost. Returns the solves
+        left."""
+        net = self.net
+        tried: set[int] = set()
+        while tries > 0:
+            open_lanes = np.flatnonzero(self.x)
+            order = open_lanes[np.argsort(self.x[open_lanes], kind="stable")]
+            improved = False
+            for lane in order.tolist():
+                if lane in tried or tries <= 0:
+                    continue
+                tried.add(lane)
+                tries -= 1
+                if self.offer(net.feasible(open_lanes[open_lanes != lane], net.c)):
+                    improved = True
+                    break
+            if not improved:
+                break
+        return tries
+
+    def swap_lanes(self, tries: int) -> int:
+        """Move what an open lane carries to a closed lane at the same sink or source
+        (forced to carry the minimum): one trip for another, which adds and drops alone
+        cannot reach when neither pays by itself. Keeps the first improvement, repeats.
+        Returns the solves left."""
+        net = self.net
+        while tries > 0:
+            open_lanes = np.flatnonzero(self.x)
+            closed = self.x == 0
+            improved = False
+            for lane in open_lanes[np.argsort(self.x[open_lanes], kind="stable")].tolist():
+                near = closed & ((net.lj == net.lj[lane]) | (net.li == net.li[lane]))
+                others = open_lanes[open_lanes != lane]
+                for other in np.flatnonzero(near).tolist():
+                    if tries <= 0:
+                        return 0
+                    tries -= 1
+                    if self.offer(net.feasible(np.append(others, other), net.c, other)):
+                        improved = True
+                        break
+                if improved:
+                    break
+            if not improved:
+                break
+        return tries
+
+    def local_search(self, tries: int, swaps: int = 0) -> int:
+        """Lane adds, drops and (`swaps` solves) swaps, in turn, until none helps or the
+        solves run out."""
+        while tries > 0:
+            before = self.value
+            tries = self.add_lanes(tries)
+            tries = self.drop_lanes(tries)
+            if swaps > 0 and self.value >= before:
+                swaps = self.swap_lanes(swaps)
+            if self.value >= before:
+                break
+        return tries
+
+    def kick(self, rng: np.random.Generator, share: float, tries: int, swaps: int = 0) -> int:
+        """Iterated local search: close a random share of the best plan's lanes, let slope
+        scaling rebuild around them, polish, search again from there."""
+        net = self.net
+        open_lanes = np.flatnonzero(self.x)
+        if open_lanes.size == 0:
+            return tries
+        banned = rng.random(open_lanes.size) < share
+        slope = net.c + np.ceil(net.fixed / net.cap).astype(np.int64)
+        slope[open_lanes[~banned]] = net.c[open_lanes[~banned]]
+        keep = np.ones(net.c.size, dtype=bool)
+        keep[open_lanes[banned]] = False
+        start = self.polish(net.feasible(np.flatnonzero(keep), slope))
+        saved_x, saved_v = self.x, self.value
+        self.x, self.value = start, net.value(start)
+        tries = self.local_search(tries - 2, swaps)
+        if self.value >= saved_v:
+            self.x, self.value = saved_x, saved_v
+        return tries
+
+
+def plan_sku(
+    problem: Problem,
+    *,
+    k: int = 16,
+    rounds: int = 12,
+    drops: int = 40,
+    restarts: int = 8,
+    width: int = 16,
+    share: float = 0.3,
+    seed: int = 0,
+    fast: bool = False,
+    greedy: bool = True,
+    swaps: int = 400,
+) -> Plan:
+    """The heuristic plan, every solve an OR-Tools min-cost flow.
+
+    Minimum quantities and case packs are exact: the flow counts whole packs and a lane
+    under the minimum is banned and the flow re-solved. The fixed cost per lane (a trip)
+    is handled by dynamic slope scaling, from several initial slopes (the trip spread
+    over the lane's capacity, over half of it, over the minimum), then `restarts` more
+    times after closing a random `share` of the best plan's lanes; every flow is
+    polished (the best flow over the lanes it opened) and the best plan is improved by
+    lane adds, drops and swaps. The best plan seen is returned.
+
+    `fast` (what `plan_network` uses): one slope-scaling schedule whose rounds ignore
+    the minimum, legal only once polished; with `drops=0, restarts=0` about a tenth of
+    the solves."""
+    net = _net(problem, k)
+    search = _Search(net, width)
+    if net.c.size:
+        rng = np.random.default_rng(seed)
+        for divisor in _initial_divisors(net, fast):
+            start = net.c + np.ceil(net.fixed / divisor).astype(np.int64)
+            search.slope_scaling(
+                start.copy(), rounds, fast=True, polished=POLISHED if fast else None
+            )
+            if not fast:
+                # Bans inside the rounds find other plans on some instances.
+                search.slope_scaling(start, rounds)
+        if greedy:
+            # Nearest-first matching is a good start where trips dominate (dense clusters).
+            search.polish(_lane_flows(net, _greedy_flows(problem)))
+        search.local_search(drops, swaps)
+        for _ in range(restarts):
+            search.kick(rng, share, drops, swaps)
+    return _plan_of(problem, net, search.x)
+
+
+def _initial_divisors(net: _Net, fast: bool) -> list[np.ndarray]:
+    """What each slope-scaling schedule spreads a lane's trip over at first: its
+    capacity (optimistic, a full lane), and unless `fast` half of it and the minimum
+    (steep: few, well-loaded lanes)."""
+    cap = net.cap.astype(np.float64)
+    if fast:
+        return [cap]
+    return [cap, np.maximum(cap / 2, net.minimum), np.full(cap.size, float(net.minimum))]
+
+
+NETWORK_OPTIONS: dict[str, Any] = {
+    "k": 8,
+    "rounds": 8,
+    "drops": 0,
+    "restarts": 0,
+    "fast": True,
+    "greedy": True,
+}
+"""`plan_sku` options `plan_network` uses by default: one fast slope-scaling run per sku
+and no local search (a few ms per sku), so thousands of skus plan in well under a minute
+on two cores."""
+
+
+def plan_network(
+    problems: Sequence[Problem],
+    *,
+    workers: int | None = None,
+    chunk: int = 50,
+    planner: Callable[..., Plan] | None = None,
+    **options: Any,
+) -> list[Plan]:
+    """Plans for many skus (same order), spread over `workers` processes (default: the
+    CPUs this process may use). `planner` defaults to `plan_sku` with `NETWORK_OPTIONS`
+    (overridden by `options`). CPU-bound and blocking: async callers run it with
+    asyncio.to_thread."""
+    if planner is None:
+        planner, options = plan_sku, {**NETWORK_OPTIONS, **options}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    parts = [list(problems[i : i + chunk]) for i in range(0, len(problems), chunk)]
+    # More processes than cores or chunks only adds start-up and context switches.
+    workers = min(workers or cores, cores, len(parts))
+    if workers <= 1:
+        return [planner(p, **options) for p in problems]
+    # Spawned, not forked: the caller may be a server with threads and open sockets.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        done = pool.map(_plan_chunk, parts, [planner] * len(parts), [options] * len(parts))
+        return [plan for plans in done for plan in plans]
+
+
+def _plan_chunk(
+    problems: list[Problem], planner: Callable[..., Plan], options: dict[str, Any]
+) -> list[Plan]:
+    return [planner(p, **options) for p in problems]
+
+
+def _lane_flows(net: _Net, flows: dict[tuple[int, int], int]) -> np.ndarray:
+    """Unit flows per (source, sink) as pack flows over the net's lanes (flows off its
+    lanes are left out, which keeps them legal: only less is sent)."""
+    index = {(int(i), int(j)): n for n, (i, j) in enumerate(zip(net.li, net.lj, strict=True))}
+    x = np.zeros(net.c.size, dtype=np.int64)
+    for pair, q in flows.items():
+        lane = index.get(pair)
+        if lane is not None:
+            x[lane] = q // net.pack
+    return x
+
+
+def _plan_of(problem: Problem, net: _Net, x: np.ndarray) -> Plan:
+    used = np.flatnonzero(x)
+    flows = {(int(net.li[lane]), int(net.lj[lane])): int(x[lane]) * net.pack for lane in used}
+    return evaluate(problem, flows)
 
 
 def _solve_flow(
@@ -193,133 +664,6 @@ def evaluate(problem: Problem, flows: dict[tuple[int, int], int]) -> Plan:
     return Plan(problem.sku, tuple(lines), total, short, avoided)
 
 
-def plan_sku(problem: Problem, *, k: int = 16, rounds: int = 4, drops: int = 12) -> Plan:
-    """The heuristic plan: min-cost flow, slope scaling for the fixed lane costs, minimum
-    quantities enforced by banning lanes that would carry less and re-solving, then a
-    few lane drops (close the least-loaded lane if re-routing its units is cheaper)."""
-    lanes = candidate_lanes(problem, k)
-    if not lanes:
-        return evaluate(problem, {})
-    base = unit_costs(problem)
-    fixed = problem.costs.fixed_per_lane
-    minimum = max(problem.min_quantity, problem.case_pack)
-    # First round: spread the fixed cost over the most a lane could carry.
-    slope = {
-        (i, j): int(base[i, j])
-        + math.ceil(fixed / max(min(problem.sources[i].quantity, problem.sinks[j].quantity), 1))
-        for i, j in lanes
-    }
-
-    def solve(banned: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
-        banned = set(banned)
-        flow: dict[tuple[int, int], int] = {}
-        for _repair in range(8):
-            live = [lane for lane in lanes if lane not in banned]
-            if not live:
-                return {}
-            got = _solve_flow(problem, live, [slope[lane] for lane in live])
-            flow = {
-                lane: _round_down(q, problem.case_pack)
-                for lane, q in zip(live, got, strict=True)
-                if q > 0
-            }
-            under = {lane for lane, q in flow.items() if q < minimum}
-            if not under:
-                return flow
-            banned |= under  # too little for a trip under the rules: re-route it
-        return {lane: q for lane, q in flow.items() if q >= minimum}
-
-    best_flow: dict[tuple[int, int], int] = {}
-    best = evaluate(problem, {})
-    for _ in range(rounds):
-        flow = solve(set())
-        plan = evaluate(problem, flow)
-        if plan.cost < best.cost:
-            best, best_flow = plan, flow
-        # Slope scaling: next round charges each used lane's fixed cost over what it
-        # carried now; unused lanes keep their slope.
-        for lane, q in flow.items():
-            slope[lane] = int(base[lane]) + math.ceil(fixed / q)
-    # Drop moves: try closing the lanes that carry least.
-    closed: set[tuple[int, int]] = set()
-    for lane in sorted(best_flow, key=best_flow.__getitem__)[:drops]:
-        flow = solve(closed | {lane})
-        plan = evaluate(problem, flow)
-        if plan.cost < best.cost:
-            best, best_flow = plan, flow
-            closed.add(lane)
-    for candidate in (
-        _fill_shortages(problem, dict(best_flow), base, minimum),
-        _single_source(problem, dict(best_flow), base, minimum),
-    ):
-        plan = evaluate(problem, candidate)
-        if plan.cost < best.cost:
-            best, best_flow = plan, candidate
-    return best
-
-
-def _single_source(
-    problem: Problem, flow: dict[tuple[int, int], int], base: np.ndarray, minimum: int
-) -> dict[tuple[int, int], int]:
-    """One source that fills it all is preferred: for each sink, try replacing its lanes
-    by the single cheapest source able to carry its whole need (one trip, no split)."""
-    left = [s.quantity for s in problem.sources]
-    for (i, _j), q in flow.items():
-        left[i] -= q
-    fixed = problem.costs.fixed_per_lane
-    shortage = problem.costs.shortage_per_unit
-    for j, t in enumerate(problem.sinks):
-        mine = {lane: q for lane, q in flow.items() if lane[1] == j}
-        now = sum(int(base[lane]) * q + fixed for lane, q in mine.items())
-        now += (t.quantity - sum(mine.values())) * shortage
-        want = _round_down(t.quantity, problem.case_pack)
-        if want < minimum:
-            continue
-        best_i, best_cost = -1, now
-        for i in range(len(problem.sources)):
-            spare = left[i] + mine.get((i, j), 0)
-            if spare < want:
-                continue
-            cost = int(base[i, j]) * want + fixed + (t.quantity - want) * shortage
-            if cost < best_cost:
-                best_i, best_cost = i, cost
-        if best_i >= 0:
-            for lane, q in mine.items():
-                left[lane[0]] += q
-                del flow[lane]
-            flow[(best_i, j)] = want
-            left[best_i] -= want
-    return flow
-
-
-def _fill_shortages(
-    problem: Problem, flow: dict[tuple[int, int], int], base: np.ndarray, minimum: int
-) -> dict[tuple[int, int], int]:
-    """Banning under-minimum lanes can strand a need that one whole lane could meet:
-    fill what is left from the cheapest source with enough spare, when that beats the
-    shortage."""
-    left = [s.quantity for s in problem.sources]
-    got = [0] * len(problem.sinks)
-    for (i, j), q in flow.items():
-        left[i] -= q
-        got[j] += q
-    c = problem.costs
-    for j, t in enumerate(problem.sinks):
-        need = t.quantity - got[j]
-        for i in np.argsort(base[:, j], kind="stable"):
-            i = int(i)
-            if need < minimum:
-                break
-            q = _round_down(min(need, left[i]), problem.case_pack)
-            extra = 0 if (i, j) in flow else c.fixed_per_lane
-            if q < minimum or int(base[i, j]) * q + extra >= c.shortage_per_unit * q:
-                continue
-            flow[(i, j)] = flow.get((i, j), 0) + q
-            left[i] -= q
-            need -= q
-    return flow
-
-
 def exact_min_cost_flow(problem: Problem) -> Plan:
     """Exact optimum without minimums and fixed costs, over every lane (dense)."""
     lanes = [(i, j) for i in range(len(problem.sources)) for j in range(len(problem.sinks))]
@@ -358,19 +702,47 @@ def _evaluate_linear(problem: Problem, flows: dict[tuple[int, int], int]) -> Pla
     return evaluate(linear, flows)
 
 
+@dataclass(frozen=True, slots=True)
+class Exact:
+    """A MILP solver's answer: its best plan and its proven lower bound on the optimum."""
+
+    plan: Plan
+    bound: float
+    proven: bool  # the plan is optimal (the bound equals its cost)
+
+
 def exact_milp(problem: Problem, *, time_limit_s: float = 60.0) -> tuple[Plan, float]:
-    """The exact problem with minimum quantities and fixed lane costs (SCIP through
-    OR-Tools' linear solver wrapper), over every lane. Returns the best plan found and
-    SCIP's proven lower bound on the optimum (equal to its cost when solved to the end),
-    so a gap measured against the bound never flatters the heuristic."""
+    """`solve_exact` as (best plan, lower bound)."""
+    found = solve_exact(problem, time_limit_s=time_limit_s)
+    return found.plan, found.bound
+
+
+def solve_exact(
+    problem: Problem,
+    *,
+    time_limit_s: float = 60.0,
+    hint: Plan | None = None,
+    solver: str = "SCIP",
+    workers: int = 2,
+) -> Exact:
+    """The exact problem with minimum quantities and fixed lane costs, over every lane,
+    counted in case packs, with the tight linking `packs <= min(supply, demand) * used`:
+    `solver` "SCIP" (OR-Tools' linear solver wrapper) or "CP-SAT" (`workers` threads; it
+    finds better plans and proves some small instances SCIP does not). `hint` (e.g. the
+    heuristic's plan) only seeds the search; the bound is the solver's own, so a gap
+    measured against it never flatters the heuristic."""
+    if solver == "CP-SAT":
+        return _solve_cp_sat(problem, time_limit_s, hint, workers)
+    if solver != "SCIP":
+        raise ValueError(f"unknown solver {solver!r}")
     n_src, n_snk = len(problem.sources), len(problem.sinks)
     base = unit_costs(problem)
     minimum = max(problem.min_quantity, problem.case_pack)
     pack = problem.case_pack
-    solver = pywraplp.Solver.CreateSolver("SCIP")
-    if solver is None:
+    mip = pywraplp.Solver.CreateSolver("SCIP")
+    if mip is None:
         raise RuntimeError("OR-Tools was built without SCIP")
-    solver.SetTimeLimit(int(time_limit_s * 1000))
+    mip.SetTimeLimit(int(time_limit_s * 1000))
     packs: dict[tuple[int, int], Any] = {}
     used: dict[tuple[int, int], Any] = {}
     for i, s in enumerate(problem.sources):
@@ -378,36 +750,101 @@ def exact_milp(problem: Problem, *, time_limit_s: float = 60.0) -> tuple[Plan, f
             cap = min(s.quantity, t.quantity) // pack
             if cap * pack < minimum:
                 continue
-            p = solver.IntVar(0, cap, f"p{i}_{j}")
-            b = solver.BoolVar(f"u{i}_{j}")
-            solver.Add(p * pack >= minimum * b)
-            solver.Add(p <= cap * b)
+            p = mip.IntVar(0, cap, f"p{i}_{j}")
+            b = mip.BoolVar(f"u{i}_{j}")
+            mip.Add(p * pack >= minimum * b)
+            mip.Add(p <= cap * b)
             packs[(i, j)], used[(i, j)] = p, b
     for i, s in enumerate(problem.sources):
         row = [packs[(i, j)] for j in range(n_snk) if (i, j) in packs]
         if row:
-            solver.Add(solver.Sum(row) * pack <= s.quantity)
+            mip.Add(mip.Sum(row) * pack <= s.quantity)
     short = []
     for j, t in enumerate(problem.sinks):
-        u = solver.IntVar(0, t.quantity, f"short{j}")
+        u = mip.IntVar(0, t.quantity, f"short{j}")
         col = [packs[(i, j)] for i in range(n_src) if (i, j) in packs]
-        solver.Add(solver.Sum(col) * pack + u == t.quantity)
+        mip.Add(mip.Sum(col) * pack + u == t.quantity)
         short.append(u)
-    solver.Minimize(
-        solver.Sum([int(base[lane]) * pack * v for lane, v in packs.items()])
-        + solver.Sum([problem.costs.fixed_per_lane * b for b in used.values()])
-        + solver.Sum([problem.costs.shortage_per_unit * u for u in short])
+    mip.Minimize(
+        mip.Sum([int(base[lane]) * pack * v for lane, v in packs.items()])
+        + mip.Sum([problem.costs.fixed_per_lane * b for b in used.values()])
+        + mip.Sum([problem.costs.shortage_per_unit * u for u in short])
     )
-    status = solver.Solve()
+    if hint is not None:
+        index = {s.id: i for i, s in enumerate(problem.sources)}
+        jndex = {t.id: j for j, t in enumerate(problem.sinks)}
+        sent = {(index[ln.source], jndex[ln.sink]): ln.quantity // pack for ln in hint.lines}
+        variables = [v for lane in packs for v in (packs[lane], used[lane])]
+        values = [
+            float(x) for lane in packs for x in (sent.get(lane, 0), int(sent.get(lane, 0) > 0))
+        ]
+        mip.SetHint(variables, values)
+    status = mip.Solve()
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         raise RuntimeError(f"MILP for {problem.sku} found no solution ({status})")
     plan = evaluate(problem, {lane: round(v.solution_value()) * pack for lane, v in packs.items()})
-    bound = plan.cost if status == pywraplp.Solver.OPTIMAL else solver.Objective().BestBound()
-    return plan, float(bound)
+    proven = status == pywraplp.Solver.OPTIMAL
+    bound = float(plan.cost) if proven else float(mip.Objective().BestBound())
+    return Exact(plan, min(bound, float(plan.cost)), proven)
+
+
+def _solve_cp_sat(problem: Problem, time_limit_s: float, hint: Plan | None, workers: int) -> Exact:
+    """`solve_exact`'s model in CP-SAT (integer costs, so its bound is exact too)."""
+    base = unit_costs(problem)
+    pack = problem.case_pack
+    minimum = max(problem.min_quantity, pack)
+    model = cp_model.CpModel()
+    packs: dict[tuple[int, int], cp_model.IntVar] = {}
+    used: dict[tuple[int, int], cp_model.IntVar] = {}
+    for i, s in enumerate(problem.sources):
+        for j, t in enumerate(problem.sinks):
+            cap = min(s.quantity, t.quantity) // pack
+            if cap * pack < minimum:
+                continue
+            p = model.new_int_var(0, cap, f"p{i}_{j}")
+            b = model.new_bool_var(f"u{i}_{j}")
+            model.add(p * pack >= minimum * b)
+            model.add(p <= cap * b)
+            packs[(i, j)], used[(i, j)] = p, b
+    for i, s in enumerate(problem.sources):
+        row = [v for (si, _), v in packs.items() if si == i]
+        if row:
+            model.add(sum(row) * pack <= s.quantity)
+    short = []
+    for j, t in enumerate(problem.sinks):
+        u = model.new_int_var(0, max(t.quantity, 0), f"short{j}")
+        model.add(sum(v for (_, sj), v in packs.items() if sj == j) * pack + u == t.quantity)
+        short.append(u)
+    model.minimize(
+        sum(int(base[lane]) * pack * v for lane, v in packs.items())
+        + problem.costs.fixed_per_lane * sum(used.values())
+        + problem.costs.shortage_per_unit * sum(short)
+    )
+    if hint is not None:
+        index = {s.id: i for i, s in enumerate(problem.sources)}
+        jndex = {t.id: j for j, t in enumerate(problem.sinks)}
+        sent = {(index[ln.source], jndex[ln.sink]): ln.quantity // pack for ln in hint.lines}
+        for lane, v in packs.items():
+            model.add_hint(v, sent.get(lane, 0))
+            model.add_hint(used[lane], int(sent.get(lane, 0) > 0))
+    cp = cp_model.CpSolver()
+    cp.parameters.max_time_in_seconds = time_limit_s
+    cp.parameters.num_workers = workers
+    status = cp.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise RuntimeError(f"CP-SAT for {problem.sku} found no solution ({status})")
+    plan = evaluate(problem, {lane: cp.value(v) * pack for lane, v in packs.items()})
+    proven = status == cp_model.OPTIMAL
+    bound = float(plan.cost) if proven else float(cp.best_objective_bound)
+    return Exact(plan, min(bound, float(plan.cost)), proven)
 
 
 def greedy_nearest(problem: Problem) -> Plan:
     """The naive rule: each short outlet takes from the nearest source with surplus."""
+    return evaluate(problem, _greedy_flows(problem))
+
+
+def _greedy_flows(problem: Problem) -> dict[tuple[int, int], int]:
     base = unit_costs(problem)
     minimum = max(problem.min_quantity, problem.case_pack)
     left = [s.quantity for s in problem.sources]
@@ -427,4 +864,4 @@ def greedy_nearest(problem: Problem) -> Plan:
             need -= q
             if need < minimum:
                 break
-    return evaluate(problem, flows)
+    return flows
