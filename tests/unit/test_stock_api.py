@@ -1,12 +1,11 @@
-"""The stock service's API on SQLite with Kafka unreachable (events are read back from the
-outbox, where they commit with the change)."""
+"""The stock service's API on SQLite and PostgreSQL with Kafka unreachable (events are read
+back from the outbox, where they commit with the change)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,8 +24,8 @@ from support.stock import (
 
 
 @pytest.fixture
-async def stock(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = stock_settings(f"sqlite+aiosqlite:///{tmp_path}/stock.db", sweep_interval_s=3600)
+async def stock(db_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    settings = stock_settings(db_url, sweep_interval_s=3600)
     async with running_stock(settings) as pair:
         yield pair
 
@@ -101,6 +100,73 @@ async def test_repeated_key_within_one_batch_is_a_duplicate(
     lines = [sale("k1", "a"), sale("k1", "a"), sale("k2", "a")]
     resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
     assert resp.json() == {"received": 3, "accepted": 2, "duplicates": ["k1"]}
+
+
+async def test_mixed_batch_one_change_and_one_event_per_sku(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = stock
+    outlet = await make_outlet(client)
+    await receive(client, outlet, "a", 5)
+    first = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": [sale("s1", "a")]})
+    assert first.json() == {"received": 1, "accepted": 1, "duplicates": []}
+    before = len(await outbox_events(app, key_prefix=f"{outlet}:"))
+    # Known sku, a sku new at this outlet, a resent line and a key repeated in the batch.
+    lines = [sale("s1", "a"), sale("s2", "a", 2), sale("s3", "b", 3), sale("s3", "b", 3)]
+    resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
+    assert resp.json() == {"received": 4, "accepted": 2, "duplicates": ["s3", "s1"]}
+    assert (await level(client, outlet, "a"))["on_hand"] == 5 - 1 - 2
+    assert (await level(client, outlet, "b"))["on_hand"] == -3
+    events = (await outbox_events(app, key_prefix=f"{outlet}:"))[before:]
+    changed = [p for t, p in events if t == "stock.level_changed"]
+    assert sorted((p["sku"], p["on_hand"]) for p in changed) == [("a", 2), ("b", -3)]
+    assert [t for t, _ in events].count("stock.discrepancy") == 1
+    # All resent: nothing changes, nothing is announced.
+    again = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines[:3]})
+    assert again.json()["accepted"] == 0
+    assert len(await outbox_events(app, key_prefix=f"{outlet}:")) == before + len(events)
+    check = (await client.get(f"/api/v1/outlets/{outlet}/ledger-check")).json()
+    assert check == {"levels": 2, "mismatches": []}
+
+
+async def test_concurrent_batches_count_each_line_once(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """The same batch resent while the first is in flight, and batches touching the same
+    skus in opposite orders: each line counts once, no deadlock, levels match the ledger."""
+    _app, client = stock
+    outlet = await make_outlet(client)
+    skus = [f"k{i}" for i in range(8)]
+    await receive(client, outlet, skus[0], 1)  # one known sku, the others new
+    same = [sale(f"same-{i}", skus[i % 8]) for i in range(40)]
+    forward = [sale(f"fw-{i}", skus[i % 8], 2) for i in range(40)]
+    backward = [sale(f"bw-{i}", skus[7 - i % 8], 3) for i in range(40)]
+    url = f"/api/v1/outlets/{outlet}/sales"
+    answers = await asyncio.gather(
+        *(client.post(url, json={"lines": b}) for b in (same, forward, same, backward, same))
+    )
+    assert [r.status_code for r in answers] == [200] * 5, [r.text for r in answers]
+    assert sum(r.json()["accepted"] for r in answers) == 120
+    stock_now = (await client.get(f"/api/v1/outlets/{outlet}/stock")).json()["levels"]
+    assert sum(lv["on_hand"] for lv in stock_now) == 1 - 40 - 80 - 120
+    check = (await client.get(f"/api/v1/outlets/{outlet}/ledger-check")).json()
+    assert check == {"levels": 8, "mismatches": []}
+
+
+async def test_batch_for_an_unknown_outlet_writes_nothing(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = stock
+    before = await outbox_events(app)
+    outlet = new_id()
+    lines = [sale("u1", "a"), sale("u2", "b")]
+    resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "outlet_not_found"
+    assert await outbox_events(app) == before
+    await make_outlet(client, outlet)
+    assert (await client.get(f"/api/v1/outlets/{outlet}/movements")).json()["movements"] == []
+    resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
+    assert resp.json()["accepted"] == 2
 
 
 async def test_bad_batches_are_refused_whole_with_the_field(

@@ -8,7 +8,9 @@ projection in the same transaction, and derives the events from the new levels a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,10 @@ from .domain.model import (
 
 log = logging.getLogger(__name__)
 
+_state = operator.attrgetter(*(f.name for f in dataclasses.fields(Level)))
+"""A level's fields as a tuple: what finish() compares with what is stored."""
+_ON_HAND = [f.name for f in dataclasses.fields(Level)].index("on_hand")
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -74,18 +80,33 @@ class StockTxn:
         self.now = now
         self.cause = cause
         self._levels: dict[tuple[str, str], Level] = {}
+        self._stored: dict[tuple[str, str], tuple[Any, ...]] = {}
+        """What the database holds for each loaded level, so finish() writes only changes."""
         self._touched: dict[tuple[str, str], Level] = {}
 
     async def conn(self) -> AsyncConnection:
         return await self.uow.session.connection()
 
     async def load(
-        self, outlet_id: str, skus: Iterable[str], *, create: bool = True
+        self,
+        outlet_id: str,
+        skus: Iterable[str],
+        *,
+        create: bool = True,
+        check_outlet: bool = False,
     ) -> dict[str, Level]:
+        """Load and lock levels (creating missing ones unless `create` is false); with
+        `check_outlet`, a missing outlet is a 404, checked in the same round trip."""
         wanted = sorted({s for s in skus if (outlet_id, s) not in self._levels})
+        conn = await self.conn()
         if wanted:
-            conn = await self.conn()
-            found = await repo.lock_levels(conn, outlet_id, wanted)
+            if check_outlet:
+                locked = await repo.lock_outlet_levels(conn, outlet_id, wanted)
+                if locked is None:
+                    raise _no_outlet(outlet_id)
+                found = locked
+            else:
+                found = await repo.lock_levels(conn, outlet_id, wanted)
             missing = [s for s in wanted if s not in found]
             if create and missing:
                 # Lock first and create only what is missing: one round trip when the
@@ -94,10 +115,35 @@ class StockTxn:
                 found.update(await repo.lock_levels(conn, outlet_id, missing))
             for sku, level in found.items():
                 self._levels[(outlet_id, sku)] = level
+                self._stored[(outlet_id, sku)] = _state(level)
+        elif check_outlet:
+            await require_outlet(conn, outlet_id)
         return {s: self._levels[(outlet_id, s)] for s in skus if (outlet_id, s) in self._levels}
 
     def touch(self, level: Level) -> None:
         self._touched[(level.outlet_id, level.sku)] = level
+
+    def holds_any(self, outlet_id: str, skus: Iterable[str]) -> bool:
+        return any((outlet_id, s) in self._levels for s in skus)
+
+    def adopt(self, levels: Iterable[Level]) -> None:
+        """Levels the database locked and changed on its own (apply_movements), as stored."""
+        for level in levels:
+            key = (level.outlet_id, level.sku)
+            self._levels[key] = level
+            self._stored[key] = _state(level)
+            self._touched[key] = level
+
+    def applied(self, level: Level, delta: int) -> None:
+        """The database already added `delta` to this level's on hand (with the movements
+        that make it up); keep the loaded level and what is stored in step."""
+        level.on_hand += delta
+        key = (level.outlet_id, level.sku)
+        stored = self._stored.get(key)
+        if stored is not None:
+            on_hand = stored[_ON_HAND] + delta
+            self._stored[key] = (*stored[:_ON_HAND], on_hand, *stored[_ON_HAND + 1 :])
+        self.touch(level)
 
     def publish(self, payload: Payload, key: str) -> None:
         self.uow.publish(payload, key=key, cause=self.cause)
@@ -128,10 +174,17 @@ class StockTxn:
             )
 
     async def finish(self) -> None:
-        for level in self._touched.values():
+        changed: list[Level] = []
+        for key, level in self._touched.items():
             for event in crossing_events(level, cover_limit_days=self.policy.cover_limit_days):
                 self.publish(event, level.key)
-        await repo.save_levels(await self.conn(), self._touched.values(), self.now)
+            # A POS batch usually changes only on hand, which is stored already.
+            state = _state(level)
+            if state != self._stored.get(key):
+                changed.append(level)
+                self._stored[key] = state
+        if changed:
+            await repo.save_levels(await self.conn(), changed, self.now)
         self._touched.clear()
 
 
@@ -175,8 +228,12 @@ async def change_outlet(
 async def require_outlet(conn: AsyncConnection, outlet_id: str) -> dict[str, Any]:
     outlet = await repo.get_outlet(conn, outlet_id)
     if outlet is None:
-        raise ApiError(404, "outlet_not_found", f"no outlet {outlet_id!r}", "outlet_id")
+        raise _no_outlet(outlet_id)
     return outlet
+
+
+def _no_outlet(outlet_id: str) -> ApiError:
+    return ApiError(404, "outlet_not_found", f"no outlet {outlet_id!r}", "outlet_id")
 
 
 # -- movements ------------------------------------------------------------------------------
@@ -201,46 +258,69 @@ class Recorded:
 
 
 async def record_movements(
-    txn: StockTxn, outlet_id: str, moves: Sequence[MoveIn], actor: str
+    txn: StockTxn,
+    outlet_id: str,
+    moves: Sequence[MoveIn],
+    actor: str,
+    *,
+    check_outlet: bool = False,
 ) -> Recorded:
     """Write movements that were not recorded before (by idempotency key) and apply them
-    to the levels. Resent keys, and keys repeated within `moves`, are duplicates."""
+    to the levels, one change per sku. Resent keys, and keys repeated within `moves`, are
+    duplicates. With `check_outlet`, an unknown outlet is a 404 (checked while locking)."""
     out = Recorded()
-    unique: list[MoveIn] = []
-    seen: set[str] = set()
+    unique: dict[str, MoveIn] = {}
     for m in moves:
-        if m.idempotency_key in seen:
+        if m.idempotency_key in unique:
             out.duplicates.append(m.idempotency_key)
         else:
-            seen.add(m.idempotency_key)
-            unique.append(m)
-    levels = await txn.load(outlet_id, {m.sku for m in unique})
-    inserted = await repo.insert_movements(
-        await txn.conn(),
-        [
-            {
-                "outlet_id": outlet_id,
-                "sku": m.sku,
-                "kind": m.kind.value,
-                "quantity": m.quantity,
-                "reason": m.reason,
-                "actor": actor,
-                "occurred_at": m.occurred_at,
-                "recorded_at": txn.now,
-                "idempotency_key": m.idempotency_key,
-                "reference": m.reference,
-            }
-            for m in unique
-        ],
-    )
-    for m in unique:
-        if m.idempotency_key in inserted:
-            level = levels[m.sku]
-            level.on_hand += m.quantity
-            txn.touch(level)
-            out.accepted.append(m.idempotency_key)
+            unique[m.idempotency_key] = m
+    skus = {m.sku for m in unique.values()}
+    rows = []
+    for key, m in unique.items():
+        row = {
+            "sku": m.sku,
+            "kind": str(m.kind),
+            "quantity": m.quantity,
+            "occurred_at": m.occurred_at,
+            "idempotency_key": key,
+        }
+        # Left out when empty (most lines): less to encode.
+        if m.reason is not None:
+            row["reason"] = m.reason
+        if m.reference is not None:
+            row["reference"] = m.reference
+        rows.append(row)
+    conn = await txn.conn()
+    fast = check_outlet and conn.dialect.name == "postgresql" and not txn.holds_any(outlet_id, skus)
+    if fast:
+        # One round trip for the outlet check, the locks, the inserts and on hand.
+        applied = await repo.apply_movements(conn, outlet_id, actor, txn.now, rows)
+        if applied is None:
+            raise _no_outlet(outlet_id)
+        inserted, levels = applied
+        txn.adopt(levels.values())
+    else:
+        levels = await txn.load(outlet_id, skus, check_outlet=check_outlet)
+        inserted = await repo.insert_movements(conn, outlet_id, actor, txn.now, rows)
+    deltas: dict[str, int] = {}
+    for key, m in unique.items():
+        if key in inserted:
+            deltas[m.sku] = deltas.get(m.sku, 0) + m.quantity
+            out.accepted.append(key)
         else:
-            out.duplicates.append(m.idempotency_key)
+            out.duplicates.append(key)
+    if fast:
+        # Skus new at this outlet: their movements are in, their levels are created here.
+        fresh = {sku: delta for sku, delta in deltas.items() if sku not in levels}
+        if fresh:
+            created = await txn.load(outlet_id, fresh)
+            await repo.add_on_hand(conn, outlet_id, fresh, txn.now)
+            for sku, delta in fresh.items():
+                txn.applied(created[sku], delta)
+    else:
+        for sku, delta in deltas.items():
+            txn.applied(levels[sku], delta)
     return out
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,24 +38,64 @@ _M = MOVEMENTS.c
 _R = RESERVATIONS.c
 
 
-_MOVEMENT_COLUMNS = (
-    ("outlet_id", "text"),
+_MOVE_FIELDS = (
     ("sku", "text"),
     ("kind", "text"),
     ("quantity", "int"),
     ("reason", "text"),
-    ("actor", "text"),
     ("occurred_at", "timestamptz"),
-    ("recorded_at", "timestamptz"),
     ("idempotency_key", "text"),
     ("reference", "text"),
 )
-# Built from the fixed column lists above, never from input.
+"""What varies per movement; outlet, actor and recording time are the same for a batch."""
+# PostgreSQL takes a batch as one JSON parameter expanded by json_to_recordset: asyncpg
+# encodes one string instead of checking every array element against the collections ABCs
+# (that check cost more than the insert). One statement inserts what is new and adds it
+# to the (already locked) levels, so on hand cannot drift from the ledger.
+# Built from the fixed column list here, never from input.
 _PG_INSERT_MOVEMENTS = sa.text(
-    "INSERT INTO movements ({cols}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-    "ON CONFLICT (outlet_id, idempotency_key) DO NOTHING RETURNING idempotency_key".format(
-        cols=", ".join(c for c, _ in _MOVEMENT_COLUMNS),
-        arrays=", ".join(f"CAST(:{c} AS {t}[])" for c, t in _MOVEMENT_COLUMNS),
+    "WITH ins AS ("  # noqa: S608
+    "INSERT INTO movements (outlet_id, actor, recorded_at, {cols}) "
+    "SELECT CAST(:outlet_id AS text), CAST(:actor AS text), CAST(:now AS timestamptz), {cols} "
+    "FROM json_to_recordset(CAST(:moves AS json)) AS v({defs}) "
+    "ON CONFLICT (outlet_id, idempotency_key) DO NOTHING "
+    "RETURNING sku, quantity, idempotency_key), "
+    "applied AS (UPDATE stock_levels AS l "
+    "SET on_hand = l.on_hand + d.delta, updated_at = CAST(:now AS timestamptz) "
+    "FROM (SELECT sku, sum(quantity) AS delta FROM ins GROUP BY sku) AS d "
+    "WHERE l.outlet_id = CAST(:outlet_id AS text) AND l.sku = d.sku) "
+    "SELECT array_agg(idempotency_key) FROM ins".format(
+        cols=", ".join(c for c, _ in _MOVE_FIELDS),
+        defs=", ".join(f"{c} {t}" for c, t in _MOVE_FIELDS),
+    )
+)
+_LEVEL_ORDER = ", ".join(f"l.{f.name}" for f in dataclasses.fields(Level))
+# The whole of a batch at an outlet none of whose levels this transaction holds yet, in one
+# round trip: check the outlet, lock the levels (sorted, as lock_levels does, and all of them
+# before the first insert: the one-time filter runs `locked` to the end first), insert
+# what is new, add it to on hand, and hand back the inserted keys and the new levels.
+# Levels that do not exist yet get no update here; the caller creates them.
+_PG_APPLY_MOVEMENTS = sa.text(
+    "WITH v AS (SELECT * FROM json_to_recordset(CAST(:moves AS json)) AS v({defs})), "  # noqa: S608
+    "outlet AS (SELECT id FROM outlets WHERE id = CAST(:outlet_id AS text)), "
+    "locked AS (SELECT l.sku FROM stock_levels AS l "
+    "WHERE l.outlet_id = CAST(:outlet_id AS text) AND l.sku = ANY(CAST(:skus AS text[])) "
+    "ORDER BY l.sku FOR UPDATE), "
+    "ins AS (INSERT INTO movements (outlet_id, actor, recorded_at, {cols}) "
+    "SELECT CAST(:outlet_id AS text), CAST(:actor AS text), CAST(:now AS timestamptz), {cols} "
+    "FROM v WHERE EXISTS (SELECT FROM outlet) AND (SELECT count(*) FROM locked) >= 0 "
+    "ON CONFLICT (outlet_id, idempotency_key) DO NOTHING "
+    "RETURNING sku, quantity, idempotency_key), "
+    "upd AS (UPDATE stock_levels AS l "
+    "SET on_hand = l.on_hand + d.delta, updated_at = CAST(:now AS timestamptz) "
+    "FROM (SELECT sku, sum(quantity) AS delta FROM ins GROUP BY sku) AS d "
+    "WHERE l.outlet_id = CAST(:outlet_id AS text) AND l.sku = d.sku "
+    "RETURNING {levels}) "
+    "SELECT EXISTS (SELECT FROM outlet), (SELECT array_agg(idempotency_key) FROM ins), upd.* "
+    "FROM (SELECT 1) AS one LEFT JOIN upd ON true".format(
+        cols=", ".join(c for c, _ in _MOVE_FIELDS),
+        defs=", ".join(f"{c} {t}" for c, t in _MOVE_FIELDS),
+        levels=_LEVEL_ORDER,
     )
 )
 _LEVEL_TYPES = {
@@ -74,21 +117,61 @@ _LEVEL_TYPES = {
 }
 _SAVED = tuple(_LEVEL_TYPES)
 _PG_UPDATE_LEVELS = sa.text(
-    "UPDATE stock_levels AS l SET {sets} FROM unnest({arrays}) AS v({names}) "  # noqa: S608
+    "UPDATE stock_levels AS l SET {sets} "  # noqa: S608
+    "FROM json_to_recordset(CAST(:rows AS json)) AS v({defs}) "
     "WHERE l.outlet_id = v.b_outlet AND l.sku = v.b_sku".format(
         sets=", ".join(f"{c} = v.{c}" for c in _SAVED),
-        arrays=", ".join(
-            f"CAST(:{c} AS {t}[])"
-            for c, t in (("b_outlet", "text"), ("b_sku", "text"), *_LEVEL_TYPES.items())
+        defs=", ".join(
+            f"{c} {t}" for c, t in (("b_outlet", "text"), ("b_sku", "text"), *_LEVEL_TYPES.items())
         ),
-        names=", ".join(("b_outlet", "b_sku", *_SAVED)),
     )
 )
 
 
-def _columns(rows: list[dict[str, Any]], columns: Iterable[Any]) -> dict[str, list[Any]]:
-    names = [c[0] if isinstance(c, tuple) else c for c in columns]
-    return {n: [r[n] for r in rows] for n in names}
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    iso: dict[datetime, str] = {}
+
+    def encode(value: Any) -> str:
+        if not isinstance(value, datetime):
+            raise TypeError(f"{type(value).__name__} is not a column value")
+        text = iso.get(value)
+        if text is None:
+            # Everything stored is UTC; a naive value (SQLite hands those back) is UTC too.
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+            text = iso[value] = aware.isoformat()
+        return text
+
+    return json.dumps(rows, default=encode, allow_nan=False, separators=(",", ":"))
+
+
+def _lock_statements(*, pg: bool) -> tuple[Any, Any]:
+    """SELECT ... FOR UPDATE of an outlet's levels (columns in Level's field order), alone
+    and joined to the outlet's row. Built once: the statements are the same every time."""
+    skus = (
+        _L.sku == sa.any_(sa.bindparam("skus", type_=ARRAY(sa.String)))
+        if pg
+        else _L.sku.in_(sa.bindparam("skus", expanding=True))
+    )
+    levels = (
+        sa.select(*(LEVELS.c[f.name] for f in dataclasses.fields(Level)))
+        .where(_L.outlet_id == sa.bindparam("outlet_id"), skus)
+        .order_by(_L.sku)
+        .with_for_update()
+    )
+    locked = levels.cte("locked")
+    # FOR UPDATE cannot reach the nullable side of an outer join; in a CTE it can.
+    at_outlet = (
+        sa.select(OUTLETS.c.id, *locked.c)
+        .select_from(OUTLETS.outerjoin(locked, sa.true()))
+        .where(OUTLETS.c.id == sa.bindparam("outlet_id"))
+    )
+    return levels, at_outlet
+
+
+_LOCK_SQLITE, _LOCK_AT_OUTLET_SQLITE = _lock_statements(pg=False)
+_LOCK_PG, _LOCK_AT_OUTLET_PG = _lock_statements(pg=True)
+_LOCK = {False: _LOCK_SQLITE, True: _LOCK_PG}
+_LOCK_AT_OUTLET = {False: _LOCK_AT_OUTLET_SQLITE, True: _LOCK_AT_OUTLET_PG}
 
 
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
@@ -155,13 +238,20 @@ async def lock_levels(
 ) -> dict[str, Level]:
     """Load and lock the levels (PostgreSQL: FOR UPDATE; SQLite's BEGIN IMMEDIATE already
     holds the write lock). Sorted, so two transactions lock in the same order."""
-    q = (
-        sa.select(LEVELS)
-        .where(_L.outlet_id == outlet_id, _L.sku.in_(sorted(set(skus))))
-        .order_by(_L.sku)
-        .with_for_update()
-    )
-    return {r.sku: level_from_row(r) for r in await conn.execute(q)}
+    stmt = _LOCK[conn.dialect.name == "postgresql"]
+    rows = await conn.execute(stmt, {"outlet_id": outlet_id, "skus": sorted(set(skus))})
+    return {r[1]: Level(*r) for r in rows}
+
+
+async def lock_outlet_levels(
+    conn: AsyncConnection, outlet_id: str, skus: Sequence[str]
+) -> dict[str, Level] | None:
+    """lock_levels and the outlet's existence in one round trip; None: no such outlet."""
+    stmt = _LOCK_AT_OUTLET[conn.dialect.name == "postgresql"]
+    rows = (await conn.execute(stmt, {"outlet_id": outlet_id, "skus": sorted(set(skus))})).all()
+    if not rows:
+        return None
+    return {r[2]: Level(*r[1:]) for r in rows if r[2] is not None}
 
 
 async def save_levels(conn: AsyncConnection, levels: Iterable[Level], now: datetime) -> None:
@@ -175,7 +265,7 @@ async def save_levels(conn: AsyncConnection, levels: Iterable[Level], now: datet
         for lv in levels
     ]
     if rows and conn.dialect.name == "postgresql":
-        await conn.execute(_PG_UPDATE_LEVELS, _columns(rows, ("b_outlet", "b_sku", *_SAVED)))
+        await conn.execute(_PG_UPDATE_LEVELS, {"rows": _json_rows(rows)})
     elif rows:
         stmt = (
             sa.update(LEVELS)
@@ -219,23 +309,77 @@ async def all_level_keys(conn: AsyncConnection) -> list[tuple[str, str]]:
 # -- movements ------------------------------------------------------------------------------
 
 
-async def insert_movements(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert what is new; returns the idempotency keys that were inserted (the others
-    were recorded before)."""
-    if not rows:
+async def insert_movements(
+    conn: AsyncConnection,
+    outlet_id: str,
+    actor: str,
+    now: datetime,
+    moves: list[dict[str, Any]],
+) -> set[str]:
+    """Insert the movements not recorded before (by idempotency key) and add what was
+    inserted to the on hand of their levels, which the caller has locked. `moves` hold
+    the _MOVE_FIELDS (reason and reference may be left out). Returns the idempotency keys
+    inserted (the others were recorded before)."""
+    if not moves:
         return set()
     if conn.dialect.name == "postgresql":
-        # One statement with one array per column: far less to bind and parse than
-        # hundreds of VALUES tuples.
-        result = await conn.execute(_PG_INSERT_MOVEMENTS, _columns(rows, _MOVEMENT_COLUMNS))
-        return {r[0] for r in result}
+        params = {"outlet_id": outlet_id, "actor": actor, "now": now, "moves": _json_rows(moves)}
+        inserted = (await conn.execute(_PG_INSERT_MOVEMENTS, params)).scalar()
+        return set(inserted or ())
     stmt = (
         _insert(conn, MOVEMENTS)
         .on_conflict_do_nothing(index_elements=["outlet_id", "idempotency_key"])
-        .returning(_M.idempotency_key)
+        .returning(_M.sku, _M.quantity, _M.idempotency_key)
     )
-    result = await conn.execute(stmt, rows)
-    return {r[0] for r in result}
+    common = {"outlet_id": outlet_id, "actor": actor, "recorded_at": now}
+    rows = [{"reason": None, "reference": None, **m, **common} for m in moves]
+    keys: set[str] = set()
+    deltas: dict[str, int] = {}
+    for sku, quantity, key in await conn.execute(stmt, rows):
+        keys.add(key)
+        deltas[sku] = deltas.get(sku, 0) + quantity
+    await add_on_hand(conn, outlet_id, deltas, now)
+    return keys
+
+
+async def apply_movements(
+    conn: AsyncConnection,
+    outlet_id: str,
+    actor: str,
+    now: datetime,
+    moves: list[dict[str, Any]],
+) -> tuple[set[str], dict[str, Level]] | None:
+    """PostgreSQL, for levels this transaction has not locked yet: insert_movements with
+    the outlet check and the locking of the levels in the same round trip. Returns the
+    inserted keys and the levels they changed, as they are now (a level that does not
+    exist yet is not among them: its movements are in, its level is for the caller to
+    create and update); None when the outlet does not exist (then nothing was written)."""
+    params = {
+        "outlet_id": outlet_id,
+        "actor": actor,
+        "now": now,
+        "moves": _json_rows(moves),
+        # Given apart (an index lookup): the planner cannot size what the JSON expands to.
+        "skus": sorted({m["sku"] for m in moves}),
+    }
+    rows = (await conn.execute(_PG_APPLY_MOVEMENTS, params)).all()
+    if not rows[0][0]:
+        return None
+    levels = {r[3]: Level(*r[2:]) for r in rows if r[3] is not None}
+    return set(rows[0][1] or ()), levels
+
+
+async def add_on_hand(
+    conn: AsyncConnection, outlet_id: str, deltas: dict[str, int], now: datetime
+) -> None:
+    """Add to the on hand of locked levels (what insert_movements does for its levels)."""
+    if deltas:
+        await conn.execute(
+            sa.update(LEVELS)
+            .where(_L.outlet_id == outlet_id, _L.sku == sa.bindparam("b_sku"))
+            .values(on_hand=_L.on_hand + sa.bindparam("b_delta"), updated_at=now),
+            [{"b_sku": sku, "b_delta": delta} for sku, delta in deltas.items()],
+        )
 
 
 async def existing_keys(conn: AsyncConnection, outlet_id: str, keys: Sequence[str]) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from typing_extensions import TypedDict
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -35,7 +36,12 @@ class OutletPatch(Strict):
     status: Literal["active", "at_risk", "closed"] | None = None
 
 
-class SaleLine(Strict):
+# A typed dict, not a model: a batch has up to 1,000 lines, and validating them into dicts
+# takes about half the time of building a model per line. (No docstring: it would become
+# the line's description in the OpenAPI document.)
+class SaleLine(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
     idempotency_key: Key
     sku: Id
     quantity: Qty

@@ -226,17 +226,20 @@ async def post_sales(
     """A POS batch (up to 1,000 lines). Lines sent before (same idempotency key) are
     listed as duplicates and count once. A sale is never refused for lack of stock."""
     now = utcnow()
+    latest = now + FUTURE_TOLERANCE
+    moves = []
     for i, line in enumerate(body.lines):
-        if line.sold_at > now + FUTURE_TOLERANCE:
+        sold_at = line["sold_at"]
+        if sold_at > latest:
             raise ApiError(422, "sold_in_future", "sold_at is in the future", f"lines.{i}.sold_at")
-    moves = [
-        app.MoveIn(line.sku, MovementKind.SALE, -line.quantity, line.idempotency_key, line.sold_at)
-        for line in body.lines
-    ]
+        moves.append(
+            app.MoveIn(
+                line["sku"], MovementKind.SALE, -line["quantity"], line["idempotency_key"], sold_at
+            )
+        )
     async with uow:
         txn = app.StockTxn(uow, policy(request), now)
-        await app.require_outlet(await txn.conn(), outlet_id)
-        recorded = await app.record_movements(txn, outlet_id, moves, actor)
+        recorded = await app.record_movements(txn, outlet_id, moves, actor, check_outlet=True)
         await txn.finish()
         await uow.commit()
     return {
@@ -251,8 +254,7 @@ async def _one_movement(
 ) -> JSONResponse:
     async with uow:
         txn = app.StockTxn(uow, policy(request), utcnow())
-        await app.require_outlet(await txn.conn(), outlet_id)
-        recorded = await app.record_movements(txn, outlet_id, [move], actor)
+        recorded = await app.record_movements(txn, outlet_id, [move], actor, check_outlet=True)
         await txn.finish()
         await uow.commit()
     duplicate = not recorded.accepted
