@@ -86,17 +86,15 @@ async def skip_history(bootstrap: str, groups: dict[str, list[str]]) -> None:
 async def stack(tmp: Any, bootstrap: str, **transfer_extra: Any) -> AsyncIterator[Stack]:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, request_timeout_s=5.0)
     tag = uuid.uuid4().hex[:8]
-    # The supplier's consumer groups are module constants (not settings): give each test
-    # groups of its own, so no test waits for the previous test's members to leave.
-    from jejaring_supplier.adapters import consumers as supplier_consumers
-
-    supplier_consumers.CATALOG_GROUP = f"supplier-catalog-e2e-{tag}"
-    supplier_consumers.TRANSFER_GROUP = f"supplier-transfer-e2e-{tag}"
+    # Every test gets consumer groups of its own, so no test waits for the previous test's
+    # members to leave.
+    supplier_catalog_group = f"supplier-catalog-e2e-{tag}"
+    supplier_transfer_group = f"supplier-transfer-e2e-{tag}"
     await skip_history(
         bootstrap,
         {
-            supplier_consumers.CATALOG_GROUP: [CATALOG_EVENTS],
-            supplier_consumers.TRANSFER_GROUP: [TRANSFER_EVENTS],
+            supplier_catalog_group: [CATALOG_EVENTS],
+            supplier_transfer_group: [TRANSFER_EVENTS],
             f"stock-e2e-{tag}": [STOCK_COMMANDS],
             f"transfer-e2e-{tag}-stock": [STOCK_EVENTS],
             f"transfer-e2e-{tag}-supplier": [SUPPLIER_EVENTS],
@@ -124,6 +122,8 @@ async def stack(tmp: Any, bootstrap: str, **transfer_extra: Any) -> AsyncIterato
                 database_url=f"sqlite+aiosqlite:///{tmp}/supplier.db",
                 kafka=kafka,
                 relay_idle_poll_s=0.1,
+                catalog_group=supplier_catalog_group,
+                transfer_group=supplier_transfer_group,
             )
         ),
         "transfer": create_transfer(

@@ -14,3 +14,9 @@ class SupplierSettings(ServiceSettings):
     webhook_backoff_max_s: float = Field(default=900.0, gt=0, description="Longest wait")
     webhook_poll_s: float = Field(default=0.5, gt=0, description="Sender poll when idle")
     webhook_batch: int = Field(default=20, ge=1, description="Deliveries sent at once")
+    catalog_group: str = Field(
+        default="supplier-catalog", description="Consumer group of catalog.events"
+    )
+    transfer_group: str = Field(
+        default="supplier-transfer", description="Consumer group of transfer.events"
+    )

@@ -32,3 +32,6 @@ class TransferSettings(ServiceSettings):
     auto_restock: bool = Field(
         default=True, description="Open a request on stock.low (unless the event says not to)"
     )
+    plan_stale_after_s: float = Field(
+        default=24 * 3600, gt=0, description="A rebalancing plan older than this is not approved"
+    )

@@ -14,6 +14,7 @@ any leg:        -> rejected | declined | timed_out | released  => re-match the r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -180,8 +181,7 @@ def remainder(request: dict[str, Any], request_legs: Sequence[dict[str, Any]]) -
     return max(0, int(request["quantity"]) - held)
 
 
-async def product_of(conn: AsyncConnection, sku: str) -> m.Product:
-    row = await one(conn, sa.select(products_view).where(products_view.c.sku == sku))
+def product_from(row: Any, sku: str) -> m.Product:
     if row is None:
         return m.Product(sku=sku)
     return m.Product(
@@ -193,54 +193,104 @@ async def product_of(conn: AsyncConnection, sku: str) -> m.Product:
     )
 
 
-async def network_for(conn: AsyncConnection, skus: Sequence[str], now: datetime) -> m.Network:
+async def product_of(conn: AsyncConnection, sku: str) -> m.Product:
+    row = await one(conn, sa.select(products_view).where(products_view.c.sku == sku))
+    return product_from(row, sku)
+
+
+# Units live legs hold, per source: a proposed outlet leg's reservation is not in the stock
+# projection yet; a supplier leg holds part of its offer until it fails. Correlated so that
+# each is an index lookup on ix_legs_source (source_id, sku, state), not a scan of all legs.
+_PENDING_AT_DONOR = (
+    sa.select(sa.func.coalesce(sa.func.sum(legs.c.quantity), 0))
+    .where(
+        legs.c.source_id == stock_view.c.outlet_id,
+        legs.c.sku == stock_view.c.sku,
+        legs.c.state == "proposed",
+        legs.c.source_kind == "outlet",
+    )
+    .scalar_subquery()
+)
+_HELD_OF_OFFER = (
+    sa.select(sa.func.coalesce(sa.func.sum(legs.c.quantity), 0))
+    .where(
+        legs.c.source_id == offers_view.c.supplier_id,
+        legs.c.sku == offers_view.c.sku,
+        legs.c.state.in_(("proposed", "accepted", "shipped", "received")),
+        legs.c.offer_id == offers_view.c.offer_id,
+        legs.c.source_kind == "supplier",
+    )
+    .scalar_subquery()
+)
+
+
+async def network_for(
+    conn: AsyncConnection,
+    skus: Sequence[str],
+    now: datetime,
+    *,
+    destinations: Sequence[str] | None = None,
+    products: dict[str, m.Product] | None = None,
+) -> m.Network:
     """What the projections know about these skus, with what live legs already hold taken
     out (a proposed reservation is not in the stock projection yet; a supplier leg holds
-    part of its offer until it fails)."""
+    part of its offer until it fails).
+
+    Only what matching needs is read, in three indexed queries: the stock rows of these
+    skus (with what proposed legs hold at each donor), the outlets holding them plus
+    `destinations` (every outlet when None), and the active offers with their suppliers.
+    `products` saves the products query when the caller has them already."""
+    skus = list(skus)
+    stock = {
+        (r["outlet_id"], r["sku"]): m.Stock(
+            r["outlet_id"], r["sku"], r["available"] - r["pending"], r["reorder_point"]
+        )
+        for r in await many(
+            conn,
+            sa.select(
+                stock_view.c.outlet_id,
+                stock_view.c.sku,
+                stock_view.c.available,
+                stock_view.c.reorder_point,
+                _PENDING_AT_DONOR.label("pending"),
+            ).where(stock_view.c.sku.in_(skus)),
+        )
+    }
+    outlet_query = sa.select(outlets_view)
+    if destinations is not None:
+        holders = {outlet_id for outlet_id, _sku in stock}
+        outlet_query = outlet_query.where(
+            outlets_view.c.outlet_id.in_(sorted(holders | set(destinations)))
+        )
     outlets = {
         r["outlet_id"]: m.Outlet(
             r["outlet_id"], r["community"], r["region"], r["lat"], r["lon"], r["status"]
         )
-        for r in await many(conn, sa.select(outlets_view))
-    }
-    pending: dict[tuple[str, str], int] = {}
-    by_offer: dict[str, int] = {}
-    for leg in await many(
-        conn,
-        sa.select(
-            legs.c.source_kind, legs.c.source_id, legs.c.offer_id, legs.c.sku, legs.c.quantity
-        )
-        .where(legs.c.sku.in_(skus))
-        .where(legs.c.state.in_(("proposed", "accepted", "shipped", "received")))
-        .where(sa.or_(legs.c.source_kind == "supplier", legs.c.state == "proposed")),
-    ):
-        if leg["source_kind"] == "outlet":
-            key = (leg["source_id"], leg["sku"])
-            pending[key] = pending.get(key, 0) + leg["quantity"]
-        elif leg["offer_id"]:
-            by_offer[leg["offer_id"]] = by_offer.get(leg["offer_id"], 0) + leg["quantity"]
-    stock = {
-        (r["outlet_id"], r["sku"]): m.Stock(
-            r["outlet_id"],
-            r["sku"],
-            r["available"] - pending.get((r["outlet_id"], r["sku"]), 0),
-            r["reorder_point"],
-        )
-        for r in await many(conn, sa.select(stock_view).where(stock_view.c.sku.in_(skus)))
-    }
-    suppliers = {
-        r["supplier_id"]: r
-        for r in await many(conn, sa.select(suppliers_view))  # small table
+        for r in await many(conn, outlet_query)
     }
     offers = []
     for r in await many(
         conn,
-        sa.select(offers_view).where(offers_view.c.sku.in_(skus), offers_view.c.status == "active"),
+        sa.select(
+            offers_view,
+            _HELD_OF_OFFER.label("held"),
+            suppliers_view.c.supplier_id.label("known_supplier"),
+            suppliers_view.c.community.label("supplier_community"),
+            suppliers_view.c.accepted,
+            suppliers_view.c.declined,
+            suppliers_view.c.timed_out,
+        )
+        .select_from(
+            offers_view.outerjoin(
+                suppliers_view, suppliers_view.c.supplier_id == offers_view.c.supplier_id
+            )
+        )
+        .where(offers_view.c.sku.in_(skus), offers_view.c.status == "active"),
     ):
-        left = r["quantity"] - by_offer.get(r["offer_id"], 0)
-        sup = suppliers.get(r["supplier_id"])
+        left = r["quantity"] - r["held"]
         if left <= 0:
             continue
+        sup = r if r["known_supplier"] is not None else None
         offers.append(
             m.Offer(
                 r["offer_id"],
@@ -251,15 +301,18 @@ async def network_for(conn: AsyncConnection, skus: Sequence[str], now: datetime)
                 r["lead_time_hours"],
                 r["min_order"],
                 reliability=reliability(sup),
-                community=sup["community"] if sup else None,
+                community=sup["supplier_community"] if sup else None,
                 valid_until=aware(r["valid_until"]),
             )
         )
-    products = {sku: await product_of(conn, sku) for sku in skus}
-    return m.Network(outlets=outlets, stock=stock, offers=offers, products=products)
+    if products is None or any(sku not in products for sku in skus):
+        rows = await many(conn, sa.select(products_view).where(products_view.c.sku.in_(skus)))
+        by_sku = {r["sku"]: r for r in rows}
+        products = {sku: product_from(by_sku.get(sku), sku) for sku in skus}
+    return m.Network(outlets=outlets, stock=stock, offers=offers, products=dict(products))
 
 
-def reliability(sup: dict[str, Any] | None) -> float:
+def reliability(sup: Any) -> float:
     """Accepted over decided assignments, with a prior of 0.8 worth two assignments."""
     prior_ok, prior_n = RELIABILITY_PRIOR
     if sup is None:
@@ -294,7 +347,7 @@ async def open_request(
     product_row = await one(conn, sa.select(products_view).where(products_view.c.sku == sku))
     if product_row is not None and product_row["retired"]:
         raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
-    product = await product_of(conn, sku)
+    product = product_from(product_row, sku)
     open_key = f"{outlet_id}:{sku}"
     current = await one(
         conn,
@@ -338,7 +391,7 @@ async def open_request(
             current["id"],
         )
         if added:
-            await match_request(ctx, current, announce=True)
+            await match_request(ctx, current, announce=True, product=product)
         return Opened(current["id"], True, current["quantity"], current["status"])
 
     request_id = new_id("rq")
@@ -382,20 +435,36 @@ async def open_request(
         ),
         request_id,
     )
-    await match_request(ctx, row, announce=True)
+    # A new request has no legs yet.
+    await match_request(ctx, row, announce=True, product=product, request_legs=[])
     return Opened(request_id, False, rounded, str(row["status"]))
 
 
-async def match_request(ctx: Ctx, request: dict[str, Any], *, announce: bool) -> int:
-    """Match the request's remainder now; returns the units given to new legs."""
+async def match_request(
+    ctx: Ctx,
+    request: dict[str, Any],
+    *,
+    announce: bool,
+    product: m.Product | None = None,
+    request_legs: Sequence[dict[str, Any]] | None = None,
+) -> int:
+    """Match the request's remainder now; returns the units given to new legs.
+    `product` and `request_legs` save their queries when the caller has them already."""
     conn = await ctx.conn()
     if request["status"] not in OPEN_STATES:
         return 0
-    request_legs = await legs_of(conn, request["id"])
+    if request_legs is None:
+        request_legs = await legs_of(conn, request["id"])
     rest = remainder(request, request_legs)
     if rest <= 0:
         return 0
-    network = await network_for(conn, [request["sku"]], ctx.now)
+    network = await network_for(
+        conn,
+        [request["sku"]],
+        ctx.now,
+        destinations=[request["outlet_id"]],
+        products=None if product is None else {request["sku"]: product},
+    )
     need = m.Need(
         request["id"],
         request["outlet_id"],
@@ -424,6 +493,10 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
     made: list[MatchedLeg] = []
     leg_events: list[Any] = []  # emitted after the match that explains them
     commands: list[tuple[Any, str]] = []
+    # Legs and history rows are written with one statement each (fewer round trips
+    # while the transaction holds SQLite's write lock).
+    leg_rows: list[dict[str, Any]] = []
+    history_rows: list[dict[str, Any]] = []
     for a in result.allocations:
         leg_id = new_id("lg")
         leg = {
@@ -438,9 +511,12 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
             "unit_price": a.unit_price,
             "state": "proposed",
             "terms": a.terms.as_dict(),
+            "accept_by": None,
+            "reservation_expires_at": None,
             "created_at": ctx.now,
             "updated_at": ctx.now,
         }
+        leg_rows.append(leg)
         if a.kind == "outlet":
             expires = aware(request["expires_at"])
             assert expires is not None
@@ -448,7 +524,6 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
                 60, int((expires - ctx.now).total_seconds() + ctx.settings.reservation_margin_s)
             )
             leg["reservation_expires_at"] = ctx.now + timedelta(seconds=ttl)
-            await conn.execute(sa.insert(legs).values(**leg))
             commands.append(
                 (
                     ReserveStock(
@@ -468,7 +543,6 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
             )
         else:
             leg["accept_by"] = ctx.now + timedelta(seconds=ctx.settings.accept_timeout_s)
-            await conn.execute(sa.insert(legs).values(**leg))
             leg_events.append(
                 LegAssigned(
                     leg_id=leg_id,
@@ -483,7 +557,9 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
                 )
             )
             await bump_supplier(ctx, a.source_id, "assigned")
-        await ctx.history(rid, "proposed", leg_id=leg_id, reason=f"{a.kind} {a.source_id}")
+        history_rows.append(
+            _history_row(rid, "proposed", ctx.now, leg_id=leg_id, reason=f"{a.kind} {a.source_id}")
+        )
         made.append(
             MatchedLeg(
                 leg_id=leg_id, source_kind=a.kind, source_id=a.source_id, quantity=a.quantity
@@ -492,13 +568,19 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
     status = "matching"
     history = list(request["explanation"] or [])
     history.append(explanation)
+    if leg_rows:
+        await conn.execute(sa.insert(legs), leg_rows)
     await conn.execute(
         sa.update(restock_requests)
         .where(restock_requests.c.id == rid)
         .values(status=status, attempts=attempt, explanation=history, updated_at=ctx.now)
     )
     if request["status"] != status:
-        await ctx.history(rid, status, from_state=request["status"], reason=result.strategy)
+        history_rows.append(
+            _history_row(rid, status, ctx.now, from_state=request["status"], reason=result.strategy)
+        )
+    if history_rows:
+        await conn.execute(sa.insert(saga_history), history_rows)
     request.update(status=status, attempts=attempt, explanation=history)
     ctx.emit(
         RestockRequestMatched(
@@ -520,6 +602,26 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
     for command, key in commands:
         ctx.command(command, key, rid)
     return sum(a.quantity for a in result.allocations)
+
+
+def _history_row(
+    request_id: str,
+    to_state: str,
+    at: datetime,
+    *,
+    leg_id: str | None = None,
+    from_state: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A saga_history row as Ctx.history writes it (for multi-row inserts)."""
+    return {
+        "request_id": request_id,
+        "leg_id": leg_id,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": (reason or None) and reason[:500],
+        "at": at,
+    }
 
 
 def _leg_fields(leg: dict[str, Any], state: str, reason: str | None) -> dict[str, Any]:
@@ -570,11 +672,20 @@ async def move_leg(
     history and the event. Returns (leg, request) after the move, or None if it did not
     apply (unknown leg, or already past that state: a redelivery or a late answer)."""
     conn = await ctx.conn()
-    leg = await get_leg(conn, leg_id)
-    if leg is None:
+    # Lock the leg's request first (found through the leg in the same statement), then
+    # read the leg under that lock.
+    request = await one(
+        conn,
+        sa.select(restock_requests)
+        .where(
+            restock_requests.c.id
+            == sa.select(legs.c.request_id).where(legs.c.id == leg_id).scalar_subquery()
+        )
+        .with_for_update(),
+    )
+    if request is None:
         return None
-    request = await lock_request(conn, leg["request_id"])
-    leg = await get_leg(conn, leg_id)  # again, now that the request is locked
+    leg = await get_leg(conn, leg_id)
     if leg is None or request is None or leg["state"] not in allowed_from:
         return None
     changes = {"state": to_state, "updated_at": ctx.now, **(extra or {})}
@@ -829,8 +940,15 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
         )
     if not needs:
         return 0
-    network = await network_for(conn, sorted({n.sku for n in needs}), ctx.now)
-    results = m.allocate(
+    network = await network_for(
+        conn,
+        sorted({n.sku for n in needs}),
+        ctx.now,
+        destinations=sorted({n.outlet_id for n in needs}),
+    )
+    # Up to `limit` needs over every candidate: CPU work, kept off the event loop.
+    results = await asyncio.to_thread(
+        m.allocate,
         needs,
         network,
         ctx.now,
@@ -844,3 +962,81 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
             if request is not None:
                 given += await apply_match(ctx, request, result, announce=False)
     return given
+
+
+# -- rebalancing plans -----------------------------------------------------------------------
+
+
+async def open_planned_request(
+    ctx: Ctx,
+    *,
+    outlet_id: str,
+    sku: str,
+    quantity: int,
+    source_kind: str,
+    source_id: str,
+    offer_id: str | None,
+    plan_id: str,
+    line_id: str,
+) -> str:
+    """An approved rebalancing plan line: a restock request (origin "rebalancing") whose
+    first match may use only the line's source. From there it is an ordinary request: a
+    rejection, decline or expiry re-matches the remainder by the normal matching.
+
+    It takes the outlet and sku's open key when that is free, so auto-restock does not
+    open another request beside it; when another request is already open, it runs next
+    to it instead of being merged (its source is fixed, the other's is not)."""
+    conn = await ctx.conn()
+    open_key = f"{outlet_id}:{sku}"
+    taken = await one(
+        conn, sa.select(restock_requests.c.id).where(restock_requests.c.open_key == open_key)
+    )
+    request_id = new_id("rq")
+    row: dict[str, Any] = {
+        "id": request_id,
+        "outlet_id": outlet_id,
+        "sku": sku,
+        "requested_quantity": quantity,
+        "quantity": quantity,  # the planner made it whole case packs, at least the minimum
+        "needed_by": None,
+        "expires_at": ctx.now + timedelta(seconds=ctx.settings.request_ttl_s),
+        "status": "open",
+        "origin": "rebalancing",
+        "open_key": None if taken else open_key,
+        "received": 0,
+        "merged": 0,
+        "attempts": 0,
+        "excluded": [],
+        "explanation": [],
+        "created_at": ctx.now,
+        "updated_at": ctx.now,
+    }
+    await conn.execute(sa.insert(restock_requests).values(**row))
+    await ctx.history(
+        request_id,
+        "open",
+        reason=f"rebalancing plan {plan_id} line {line_id}; source {source_kind}:{source_id}",
+    )
+    ctx.emit(
+        RestockRequestOpened(
+            request_id=request_id, outlet_id=outlet_id, sku=sku, quantity=quantity
+        ),
+        request_id,
+    )
+    network = await network_for(conn, [sku], ctx.now)
+    fixed = m.Network(
+        outlets=network.outlets,
+        stock={
+            k: s for k, s in network.stock.items() if source_kind == "outlet" and k[0] == source_id
+        },
+        offers=[
+            o
+            for o in network.offers
+            if source_kind == "supplier"
+            and (o.offer_id == offer_id if offer_id else o.supplier_id == source_id)
+        ],
+        products=network.products,
+    )
+    need = m.Need(request_id, outlet_id, sku, quantity, None, ctx.now)
+    await apply_match(ctx, row, m.match(need, fixed, ctx.now, ctx.policy), announce=True)
+    return request_id

@@ -195,3 +195,43 @@ class RestockRequestExpired(_RequestClosed):
 @REGISTRY.register("transfer.request_cancelled", topic=TRANSFER_EVENTS)
 class RestockRequestCancelled(_RequestClosed):
     """The outlet cancelled the request; every reservation not dispatched is released."""
+
+
+# -- rebalancing plans (transfer service, issue 7) -------------------------------------------
+
+
+@REGISTRY.register("transfer.plan_proposed", topic=TRANSFER_EVENTS)
+class PlanProposed(Payload):
+    """A rebalancing plan was proposed from the projections, for ops to approve or reject."""
+
+    plan_id: str = Field(max_length=64)
+    horizon_days: int = Field(ge=1)
+    skus: list[str] | None = Field(default=None, description="The skus asked for; null = all")
+    lines: int = Field(ge=0)
+    units: int = Field(ge=0)
+    cost: int = Field(ge=0, description="Integer rupiah: the lines' transport, price, trips")
+    stockouts_avoided: int = Field(ge=0)
+    short: int = Field(ge=0, description="Units still short after the plan")
+
+
+class _PlanLine(Payload):
+    plan_id: str = Field(max_length=64)
+    line_id: str = Field(max_length=64)
+    sku: str = Field(max_length=64)
+    source_kind: str = Field(pattern="^(outlet|supplier)$")
+    source_id: str = Field(max_length=64)
+    outlet_id: str = Field(max_length=64, description="The destination (short) outlet")
+    quantity: int = Field(gt=0)
+    cost: int = Field(ge=0, description="Integer rupiah")
+
+
+@REGISTRY.register("transfer.plan_line_approved", topic=TRANSFER_EVENTS)
+class PlanLineApproved(_PlanLine):
+    """A plan line was approved: it opened a restock request with its source fixed."""
+
+    request_id: str = Field(max_length=64)
+
+
+@REGISTRY.register("transfer.plan_line_rejected", topic=TRANSFER_EVENTS)
+class PlanLineRejected(_PlanLine):
+    """A plan line was rejected; nothing moves for it."""

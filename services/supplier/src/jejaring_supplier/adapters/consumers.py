@@ -20,11 +20,10 @@ from jejaring_shared.contracts.topics import CATALOG_EVENTS, TRANSFER_EVENTS
 from jejaring_shared.contracts.transfer import LegAssigned
 from jejaring_shared.db import UnitOfWork
 
+from ..config import SupplierSettings
 from . import repository as repo
 from .tables import assignments, catalog_products, offers, webhook_deliveries
 
-CATALOG_GROUP = "supplier-catalog"
-TRANSFER_GROUP = "supplier-transfer"
 ASSIGNMENT_CREATED = "assignment.created"
 
 
@@ -137,10 +136,12 @@ async def on_leg_assigned(uow: UnitOfWork, envelope: Envelope, payload: LegAssig
     )
 
 
-def consumer_specs() -> list[ConsumerSpec]:
+def consumer_specs(settings: SupplierSettings) -> list[ConsumerSpec]:
+    """The groups are settings (`catalog_group`, `transfer_group`) so tests and side-by-side
+    deployments can run their own."""
     return [
         ConsumerSpec(
-            CATALOG_GROUP,
+            settings.catalog_group,
             [CATALOG_EVENTS],
             {
                 "catalog.product_created": on_product,
@@ -148,5 +149,7 @@ def consumer_specs() -> list[ConsumerSpec]:
                 "catalog.product_retired": on_retired,
             },
         ),
-        ConsumerSpec(TRANSFER_GROUP, [TRANSFER_EVENTS], {"transfer.leg_assigned": on_leg_assigned}),
+        ConsumerSpec(
+            settings.transfer_group, [TRANSFER_EVENTS], {"transfer.leg_assigned": on_leg_assigned}
+        ),
     ]

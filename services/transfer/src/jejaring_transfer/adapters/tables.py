@@ -150,3 +150,44 @@ saga_history = sa.Table(
     sa.Column("reason", sa.String(500), nullable=True),
     sa.Column("at", UtcDateTime, nullable=False),
 )
+
+# -- rebalancing plans (migration 0003) ------------------------------------------------------
+
+rebalancing_plans = sa.Table(
+    "rebalancing_plans",
+    TRANSFER,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("horizon_days", sa.Integer, nullable=False),
+    sa.Column("skus", sa.JSON, nullable=True),
+    sa.Column("max_lines", sa.Integer, nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("units", sa.Integer, nullable=False),
+    sa.Column("cost", sa.BigInteger, nullable=False),
+    sa.Column("stockouts_avoided", sa.Integer, nullable=False),
+    sa.Column("short", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_rebalancing_plans_created", "created_at"),
+)
+
+rebalancing_plan_lines = sa.Table(
+    "rebalancing_plan_lines",
+    TRANSFER,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("plan_id", sa.String(64), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("source_kind", sa.String(10), nullable=False),
+    sa.Column("source_id", sa.String(64), nullable=False),
+    sa.Column("offer_id", sa.String(64), nullable=True),
+    sa.Column("outlet_id", sa.String(64), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("cost", sa.BigInteger, nullable=False),
+    sa.Column("cover_after_days", sa.Float, nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    # The restock request an approved line opened (its origin is "rebalancing").
+    sa.Column("request_id", sa.String(64), nullable=True, unique=True),
+    sa.Column("decided_at", UtcDateTime, nullable=True),
+    sa.Index("ix_rebalancing_plan_lines_plan", "plan_id", "position"),
+)

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.exc import IntegrityError
 
 from jejaring_shared.app import UoW
 from jejaring_shared.contracts import utcnow
@@ -25,6 +24,7 @@ from jejaring_shared.errors import ApiError
 from .. import saga
 from ..adapters.tables import legs, restock_requests, saga_history
 from ..config import TransferSettings
+from .intake import intake_of
 
 router = APIRouter(prefix="/api/v1", tags=["transfer"])
 
@@ -66,30 +66,23 @@ def _iso(dt: datetime | None) -> str | None:
 
 
 @router.post("/restock-requests", status_code=202)
-async def create_restock_request(body: RestockIn, request: Request, uow: UoW) -> JSONResponse:
-    """Ask for restock; answered at once with the request id, matched in the background of
-    the saga. A second request for an outlet and sku with one open is merged into it."""
+async def create_restock_request(body: RestockIn, request: Request) -> JSONResponse:
+    """Ask for restock; answered once the request is stored and matched (its legs, events
+    and stock.reserve commands committed with it); the saga goes on from there. A second
+    request for an outlet and sku with one open is merged into it. Requests arriving
+    together are committed together (see api/intake.py)."""
     now = utcnow()
     if body.needed_by is not None and body.needed_by <= now:
         raise ApiError(422, "in_the_past", "needed_by must be in the future", "needed_by")
-    for attempt in (1, 2):
-        try:
-            async with uow:
-                ctx = saga.Ctx(uow, _settings(request), now)
-                opened = await saga.open_request(
-                    ctx,
-                    outlet_id=body.outlet_id,
-                    sku=body.sku,
-                    quantity=body.quantity,
-                    needed_by=body.needed_by,
-                    origin="api",
-                )
-                await uow.commit()
-            break
-        except IntegrityError:
-            # Two first requests for the same outlet and sku at once: the second merges.
-            if attempt == 2:
-                raise
+    runtime = request.app.state.runtime
+    intake = intake_of(runtime, runtime.uow, _settings(request))
+    opened = await intake.submit(
+        outlet_id=body.outlet_id,
+        sku=body.sku,
+        quantity=body.quantity,
+        needed_by=body.needed_by,
+        now=now,
+    )
     return JSONResponse(
         status_code=202,
         content={

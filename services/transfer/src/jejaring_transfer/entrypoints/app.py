@@ -3,6 +3,7 @@ from fastapi import FastAPI
 from jejaring_shared.app import ServiceDefinition, create_service_app
 from jejaring_shared.contracts.topics import STOCK_COMMANDS, TRANSFER_EVENTS
 
+from ..api.plans import router as plans_router
 from ..api.routes import router
 from ..config import TransferSettings
 from .consumers import consumer_specs
@@ -15,7 +16,7 @@ def create_app(settings: TransferSettings | None = None) -> FastAPI:
     definition = ServiceDefinition(
         name="transfer",
         migrations_package="jejaring_transfer.migrations",
-        routers=[router],
+        routers=[router, plans_router],
         consumers=consumer_specs(settings),
         topics=[TRANSFER_EVENTS, STOCK_COMMANDS],
         background=[deadline_driver(settings)],

@@ -98,12 +98,28 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
         )
 
     async def surplus(ctx: saga.Ctx, p: StockSurplus) -> None:
+        # Stock writes stock.surplus before the level_changed of the same change: on a
+        # level's first receipt the row is not projected yet, so create it (level_changed
+        # fills in the rest and leaves the maximum alone).
         conn = await ctx.conn()
-        await conn.execute(
+        done = await conn.execute(
             sa.update(stock_view)
             .where(stock_view.c.outlet_id == p.outlet_id, stock_view.c.sku == p.sku)
             .values(maximum=p.maximum)
         )
+        if done.rowcount == 0:
+            await conn.execute(
+                sa.insert(stock_view).values(
+                    outlet_id=p.outlet_id,
+                    sku=p.sku,
+                    on_hand=p.available,
+                    reserved=0,
+                    available=p.available,
+                    reorder_point=0,
+                    maximum=p.maximum,
+                    updated_at=ctx.now,
+                )
+            )
 
     async def low(ctx: saga.Ctx, p: StockLow) -> None:
         """Auto-restock: open a request up to the outlet's maximum (or twice its reorder

@@ -1,0 +1,122 @@
+"""Restock requests committed together (api/intake.py): each caller still gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from jejaring_shared import migrations
+from jejaring_shared.db import UnitOfWorkFactory, create_engine
+from jejaring_shared.errors import ApiError
+from jejaring_transfer.adapters.tables import (
+    legs,
+    outlets_view,
+    products_view,
+    restock_requests,
+    stock_view,
+)
+from jejaring_transfer.api.intake import RestockIntake
+from jejaring_transfer.config import TransferSettings
+from jejaring_transfer.saga import Opened
+
+
+async def test_a_batch_commits_together_and_a_bad_request_fails_alone(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
+    engine = create_engine(url)
+    try:
+        await migrations.upgrade(engine, "jejaring_transfer.migrations")
+        now = datetime.now(UTC)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(outlets_view).values(
+                    outlet_id="donor", community="c1", status="active", updated_at=now
+                )
+            )
+            await conn.execute(
+                sa.insert(stock_view).values(
+                    outlet_id="donor",
+                    sku="rice",
+                    on_hand=25,
+                    reserved=0,
+                    available=25,
+                    reorder_point=10,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                sa.insert(products_view).values(
+                    sku="gone",
+                    case_pack=1,
+                    min_transfer_qty=1,
+                    pareto_class="C",
+                    perishable=False,
+                    retired=True,
+                    updated_at=now,
+                )
+            )
+        intake = RestockIntake(
+            UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+        )
+
+        async def submit(outlet_id: str, sku: str, quantity: int) -> Opened | ApiError:
+            try:
+                return await intake.submit(
+                    outlet_id=outlet_id, sku=sku, quantity=quantity, needed_by=None, now=now
+                )
+            except ApiError as exc:
+                return exc
+
+        # All submitted at once: they share a batch, which the retired product breaks.
+        a, b, gone, a_again = await asyncio.gather(
+            submit("a", "rice", 10),
+            submit("b", "rice", 10),
+            submit("c", "gone", 1),
+            submit("a", "rice", 2),
+        )
+        assert isinstance(gone, ApiError) and gone.code == "product_retired"
+        assert isinstance(a, Opened) and isinstance(b, Opened) and isinstance(a_again, Opened)
+        assert (a.merged, b.merged, a_again.merged) == (False, False, True)
+        assert a_again.request_id == a.request_id and a_again.quantity == 12
+
+        async with engine.connect() as conn:
+            requests = (
+                await conn.execute(sa.select(restock_requests.c.outlet_id).order_by("outlet_id"))
+            ).all()
+            taken = (
+                await conn.execute(sa.select(legs.c.request_id, legs.c.quantity).order_by("id"))
+            ).all()
+            outbox = await conn.scalar(sa.text("SELECT count(*) FROM outbox"))
+        assert [r.outlet_id for r in requests] == ["a", "b"]
+        # First come, and never below the donor's reorder point (25 - 10 = 15 to give): a
+        # takes 10, b the 5 left, a's merged +2 finds nothing.
+        assert sorted(q for _rid, q in taken) == [5, 10]
+        assert outbox and outbox > 0
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("n", [1, 70])
+async def test_every_caller_is_answered(tmp_path: Path, n: int) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
+    engine = create_engine(url)
+    try:
+        await migrations.upgrade(engine, "jejaring_transfer.migrations")
+        intake = RestockIntake(
+            UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+        )
+        now = datetime.now(UTC)
+        opened = await asyncio.gather(
+            *(
+                intake.submit(outlet_id=f"o{i}", sku="rice", quantity=1, needed_by=None, now=now)
+                for i in range(n)
+            )
+        )
+        assert len({o.request_id for o in opened}) == n  # more than one batch when n > 64
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.select(sa.func.count()).select_from(restock_requests)) == n
+    finally:
+        await engine.dispose()
