@@ -136,9 +136,8 @@ async def test_plan_approve_reserve_dispatch_receive_and_reject(
         assert plan["status"] == "proposed" and plan["horizon_days"] == 7
         lines = {x["outlet_id"]: x for x in plan["lines"]}
         assert set(lines) == {poor, poor2}
-        # Stock's maximum reaches transfer only with stock.surplus: a short outlet is
-        # brought to the par of twice its reorder point, 18 here, in whole cases of five.
-        assert lines[poor]["quantity"] == 15
+        # A short outlet is brought to its maximum (30 - 2 = 28 here) in whole cases of five.
+        assert lines[poor]["quantity"] == 25
         assert lines[poor2]["quantity"] == 15
         for x in lines.values():
             assert (x["source_kind"], x["source_id"], x["status"]) == ("outlet", rich, "proposed")
@@ -146,7 +145,7 @@ async def test_plan_approve_reserve_dispatch_receive_and_reject(
             assert "cover_after_days" in x
         assert plan["totals"] == {
             "lines": 2,
-            "units": 30,
+            "units": 40,
             "cost": lines[poor]["cost"] + lines[poor2]["cost"],
             "stockouts_avoided": 0,
             "short": 3,
@@ -219,9 +218,9 @@ async def test_plan_approve_reserve_dispatch_receive_and_reject(
         body = await until_state(
             client, rid, lambda b: [g["state"] for g in b["legs"]] == ["reserved"], "reserved"
         )
-        assert body["origin"] == "rebalancing" and body["quantity"] == 15
+        assert body["origin"] == "rebalancing" and body["quantity"] == 25
         [leg] = body["legs"]
-        assert (leg["source_kind"], leg["source_id"], leg["quantity"]) == ("outlet", rich, 15)
+        assert (leg["source_kind"], leg["source_id"], leg["quantity"]) == ("outlet", rich, 25)
         assert f"plan {pid} line {line['id']}" in body["history"][0]["reason"]
         reservations = (await stock.get(f"/api/v1/outlets/{rich}/reservations")).json()
         assert [(r["leg_id"], r["status"]) for r in reservations["reservations"]] == [
@@ -233,13 +232,13 @@ async def test_plan_approve_reserve_dispatch_receive_and_reject(
         await until_state(
             client, rid, lambda b: b["legs"][0]["state"] == "dispatched", "dispatched"
         )
-        resp = await client.post(f"/api/v1/transfers/{leg['id']}/receive", json={"quantity": 15})
+        resp = await client.post(f"/api/v1/transfers/{leg['id']}/receive", json={"quantity": 25})
         assert resp.status_code == 202, resp.text
         await until_state(client, rid, lambda b: b["status"] == "fulfilled", "fulfilled")
         level_poor = (await stock.get(f"/api/v1/outlets/{poor}/stock/{sku}")).json()
-        assert level_poor["on_hand"] == 17
+        assert level_poor["on_hand"] == 27
         level_rich = (await stock.get(f"/api/v1/outlets/{rich}/stock/{sku}")).json()
-        assert level_rich["on_hand"] == 85
+        assert level_rich["on_hand"] == 75
 
         # -- a plan past the staleness limit is not approved, and nothing changes --
         resp = await client.post("/api/v1/rebalancing/plans", json={"skus": [sku]})

@@ -39,6 +39,10 @@ class StockLevelChanged(_OutletSku):
     reserved: int = Field(ge=0)
     available: int
     reorder_point: int = Field(ge=0)
+    # Optional, so events written before they existed still read: planners use them to
+    # see who will run short within a horizon and the days of cover after a move.
+    maximum: int | None = Field(default=None, ge=0)
+    daily_rate: float | None = Field(default=None, ge=0)
 
 
 @REGISTRY.register("stock.low", topic=STOCK_EVENTS)

@@ -128,6 +128,8 @@ def crossing_events(level: Level, *, cover_limit_days: float) -> list[Payload]:
             reserved=level.reserved,
             available=avail,
             reorder_point=level.reorder_point,
+            maximum=level.maximum or None,  # 0: no maximum set
+            daily_rate=level.velocity,
         )
     )
     return events

@@ -43,6 +43,7 @@ stock_view = sa.Table(
     sa.Column("available", sa.Integer, nullable=False),
     sa.Column("reorder_point", sa.Integer, nullable=False),
     sa.Column("maximum", sa.Integer, nullable=True),
+    sa.Column("daily_rate", sa.Float, nullable=True),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Index("ix_stock_view_sku", "sku"),
 )

@@ -123,8 +123,8 @@ async def snapshot(conn: AsyncConnection, skus: list[str] | None, now: datetime)
     ):
         key = (r["outlet_id"], r["sku"])
         incoming[key] = incoming.get(key, 0) + max(0, r["quantity"] - r["received"])
-    # The projections carry no daily rate yet (stock.level_changed has none): shortness is
-    # judged on the reorder point alone until one is projected.
+    # The daily rate comes with stock.level_changed; until a level has one, shortness is
+    # judged on the reorder point alone.
     levels = [
         plans.Level(
             r["outlet_id"],
@@ -132,7 +132,7 @@ async def snapshot(conn: AsyncConnection, skus: list[str] | None, now: datetime)
             r["available"] - pending.get((r["outlet_id"], r["sku"]), 0),
             r["reorder_point"],
             r["maximum"],
-            None,
+            r["daily_rate"],
             incoming.get((r["outlet_id"], r["sku"]), 0),
         )
         for r in await saga.many(conn, sa.select(stock_view).where(only(stock_view.c.sku)))

@@ -93,6 +93,9 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
                 "reserved": p.reserved,
                 "available": p.available,
                 "reorder_point": p.reorder_point,
+                # Older events carry neither: keep what is known rather than forget it.
+                **({"maximum": p.maximum} if p.maximum is not None else {}),
+                **({"daily_rate": p.daily_rate} if p.daily_rate is not None else {}),
                 "updated_at": ctx.now,
             },
         )
