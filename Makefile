@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 
 .PHONY: setup system-deps run stop status test test-unit test-integration test-e2e test-browser \
-        lint format bench docs clean
+        lint format bench demo docs clean
 
 # --- set-up -------------------------------------------------------------------------------
 $(UV):
@@ -66,6 +66,9 @@ format: $(VENV)/.synced
 
 bench: setup
 	$(PY) -m bench.run
+
+demo: setup
+	$(PY) -m demo run
 
 docs: $(VENV)/.synced
 	$(PY) -m jejaring_shared.asyncapi docs/asyncapi.json
