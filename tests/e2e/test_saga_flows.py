@@ -219,6 +219,22 @@ async def transfer_knows(s: Stack, sql: str, **params: Any) -> None:
     await wait_until(check, timeout=30, what=sql)
 
 
+async def offers_settled(s: Stack, sku: str, *suppliers: str) -> None:
+    """Transfer's active offers of `sku` are exactly those of `suppliers` (the probe offer
+    `product()` publishes and withdraws may be applied after the real ones)."""
+    import sqlalchemy as sa
+
+    async def check() -> bool:
+        async with s.transfer_app.state.runtime.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text("SELECT supplier_id FROM offers_view WHERE sku = :k AND status = 'active'"),
+                {"k": sku},
+            )
+            return sorted(r[0] for r in rows) == sorted(suppliers)
+
+    await wait_until(check, timeout=30, what=f"transfer's offers of {sku}")
+
+
 async def request(s: Stack, oid: str, sku: str, qty: int) -> str:
     body = await ok(
         await s.transfer.post(
@@ -379,7 +395,7 @@ async def test_no_peer_surplus_supplier_accepts_ships_and_outlet_receives(
         await stock_in(s, dry, sku, 10, 10)  # at its reorder point: no surplus
         await product(s, sku)
         sup = await register_supplier(s, "Bu Sari", sku, 900, 12)
-        await transfer_knows(s, "SELECT count(*) FROM offers_view WHERE sku = :k", k=sku)
+        await offers_settled(s, sku, sup)
         await transfer_knows(s, "SELECT count(*) FROM stock_view WHERE sku = :k", k=sku)
 
         rid = await request(s, dest, sku, 12)
@@ -432,9 +448,7 @@ async def test_decline_rematches_silence_times_out_and_expiry_reserves_nothing(
         cheap = await register_supplier(s, "Cheap", sku, 800, 12)
         dear = await register_supplier(s, "Dear", sku, 1500, 12)
         await stock_in(s, donor, sku2, 50, 5)
-        await transfer_knows(
-            s, "SELECT count(*) = 2 FROM offers_view WHERE sku = :k AND status = 'active'", k=sku
-        )
+        await offers_settled(s, sku, cheap, dear)
         await transfer_knows(s, "SELECT count(*) FROM stock_view WHERE sku = :k", k=sku2)
         await transfer_knows(s, "SELECT count(*) FROM outlets_view WHERE outlet_id = :o", o=donor)
 

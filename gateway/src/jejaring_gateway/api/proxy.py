@@ -29,6 +29,7 @@ from ..domain.access import Check
 from ..domain.identity import Principal
 from ..domain.ratelimit import RateLimiter
 from .errors import GatewayError, error_response
+from .metrics import resource_of
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class FastReject:
                     wait = state.limiter.take(principal.key_id)
                     if wait > 0:
                         await _send_429(send, wait, scope["headers"])
+                        metrics = getattr(scope["app"].state, "metrics", None)
+                        if metrics is not None:
+                            metrics.count(resource_of(scope["path"]), scope["method"], 429)
                         return
                     scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

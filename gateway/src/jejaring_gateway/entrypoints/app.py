@@ -71,9 +71,9 @@ def create_app(
     install_error_handlers(app)
     metrics = GatewayMetrics()
     app.state.metrics = metrics
-    app.add_middleware(FastReject)
-    # Added last, so it is outermost: early answers (429) are counted too.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Added last, so it is outermost: a flooding key is refused before anything else runs.
+    app.add_middleware(FastReject)
     app.include_router(ops_router)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
