@@ -33,6 +33,9 @@ async def _world(gw: GatewayStack) -> dict[str, Any]:
     for o in (w["oA"], w["oB"]):
         r = await gw.call("admin", "POST", "/api/v1/outlets", json={"id": o, "name": o})
         assert r.status_code in ok, r.text
+    # Only B holds stock: A must not become the donor of B's leg (a leg's source outlet may
+    # read it, and the matrix checks that A may not).
+    for o in (w["oB"],):
         r = await gw.call(
             f"outlet:{o}",
             "POST",
