@@ -39,6 +39,7 @@ from ..adapters.tables import (
 from ..config import TransferSettings
 from ..domain import matching as m
 from ..domain import plans
+from .routes import _iso, _settings
 
 router = APIRouter(prefix="/api/v1/rebalancing", tags=["rebalancing"])
 
@@ -58,16 +59,6 @@ class LinesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lines: list[IdStr] | None = Field(default=None, min_length=1, max_length=5000)
-
-
-def _settings(request: Request) -> TransferSettings:
-    settings: TransferSettings = request.app.state.runtime.settings
-    return settings
-
-
-def _iso(dt: datetime | None) -> str | None:
-    value = saga.aware(dt)
-    return value.isoformat() if value else None
 
 
 # -- reading the projections ---------------------------------------------------------------
