@@ -167,7 +167,10 @@ async def test_50mb_body_is_413_without_memory_growth(tmp_path: Path) -> None:
 
 LOADER = r"""
 # A plain keep-alive HTTP/1.1 client (httpx alone tops out near 1,000 req/s here).
-import asyncio, json, sys, time
+# A real flood comes from elsewhere; here it shares the gateway's two cores, so it runs at
+# the lowest priority and takes only the CPU the system under test leaves idle.
+import asyncio, json, os, sys, time
+os.nice(19)
 url, key, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 host, port = url.removeprefix("http://").split(":")
 REQ = (f"GET /api/v1/clusters HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {key}\r\n\r\n").encode()
@@ -175,10 +178,10 @@ counts = {}
 async def conn(share, start):
     r, w = await asyncio.open_connection(host, int(port))
     n = 0
-    while time.perf_counter() - start < seconds:
-        due = int((time.perf_counter() - start) * share)
-        if n >= due:
-            await asyncio.sleep(0.001); continue
+    while (now := time.perf_counter() - start) < seconds:
+        if n >= int(now * share):
+            await asyncio.sleep((n + 1) / share - now)  # until this connection's next turn
+            continue
         w.write(REQ); await w.drain(); n += 1
         status = int((await r.readline()).split()[1]); length = 0
         while (line := await r.readline()) not in (b"\r\n", b""):
@@ -198,7 +201,7 @@ asyncio.run(main())
 """
 
 
-async def _p99(url: str, key: str, n: int, interval: float) -> float:
+async def _latencies(url: str, key: str, n: int, interval: float) -> list[float]:
     lat: list[float] = []
     async with httpx.AsyncClient(base_url=url) as client:
         for _ in range(n):
@@ -207,46 +210,57 @@ async def _p99(url: str, key: str, n: int, interval: float) -> float:
             lat.append(time.perf_counter() - t0)
             assert resp.status_code == 200, resp.text
             await asyncio.sleep(interval)
-    lat.sort()
-    return lat[int(0.99 * (len(lat) - 1))]
+    return lat
+
+
+def _p99(lat: list[float]) -> float:
+    ordered = sorted(lat)
+    return ordered[int(0.99 * (len(ordered) - 1))]
+
+
+ROUNDS = 4  # unloaded and loaded windows alternate, so the machine's own drift hits both
+SAMPLES = 250  # per window; the p99 is taken over all windows of a kind (1,000 samples)
 
 
 async def test_one_noisy_key_is_limited_and_others_keep_their_latency(tmp_path: Path) -> None:
     await issue(tmp_path, "ops")
-    with stack(tmp_path, JEJARING_GATEWAY_RATE_PER_S="100", JEJARING_GATEWAY_RATE_BURST="100") as (
-        gateway,
-        _catalog,
-    ):
+    with stack(tmp_path) as (gateway, _catalog):  # the default limits: 50/s, bursts of 100
         noisy, quiet = await issue(tmp_path, "ops"), await issue(tmp_path, "ops")
-        # The quiet key paces itself under its own limit (~80 req/s against 100/s), so any
+        # The quiet key paces itself under its own limit (~40 req/s against 50/s), so any
         # 429 it got would be the noisy key's doing.
-        await _p99(gateway.url, quiet, 30, 0.005)  # warm up
-        unloaded = await _p99(gateway.url, quiet, 300, 0.01)
-        loader = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            LOADER,
-            gateway.url,
-            noisy,
-            "1000",
-            "6",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        await asyncio.sleep(1.0)  # let the flood start
-        loaded = await _p99(gateway.url, quiet, 300, 0.01)
-        out, _ = await loader.communicate()
-        report = json.loads(out)
+        await _latencies(gateway.url, quiet, 30, 0.02)  # warm up
+        unloaded: list[float] = []
+        loaded: list[float] = []
+        reports = []
+        for _ in range(ROUNDS):
+            unloaded += await _latencies(gateway.url, quiet, SAMPLES, 0.02)
+            loader = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                LOADER,
+                gateway.url,
+                noisy,
+                "1000",
+                "8",
+                stdout=asyncio.subprocess.PIPE,
+            )
+            await asyncio.sleep(1.0)  # let the flood start
+            loaded += await _latencies(gateway.url, quiet, SAMPLES, 0.02)
+            out, _ = await loader.communicate()
+            reports.append(json.loads(out))
         print(
             json.dumps(
                 {
-                    "unloaded_p99_ms": unloaded * 1000,
-                    "loaded_p99_ms": loaded * 1000,
-                    "noisy": report,
+                    "unloaded_p99_ms": _p99(unloaded) * 1000,
+                    "loaded_p99_ms": _p99(loaded) * 1000,
+                    "noisy": reports,
                 }
             )
         )
-        assert report["rate"] > 800, report
-        assert report["counts"].get("429", 0) > report["sent"] * 0.8, report
-        assert loaded <= 2 * unloaded, (
-            f"p99 {loaded * 1000:.2f} ms under load vs {unloaded * 1000:.2f} ms unloaded"
+        for report in reports:
+            assert report["rate"] > 800, report
+            assert report["counts"].get("429", 0) > report["sent"] * 0.8, report
+        p99_loaded, p99_unloaded = _p99(loaded), _p99(unloaded)
+        assert p99_loaded <= 2 * p99_unloaded, (
+            f"p99 {p99_loaded * 1000:.2f} ms under load vs {p99_unloaded * 1000:.2f} ms unloaded"
         )

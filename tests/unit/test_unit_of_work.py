@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,20 @@ async def test_inbox_forgets_ids_older_than_its_retention(engine: AsyncEngine) -
     async with engine.connect() as conn:
         left = (await conn.execute(sa.text("SELECT event_id FROM inbox ORDER BY 1"))).all()
     assert [r[0] for r in left] == ["new", "other"]
+
+
+async def test_a_read_only_unit_does_not_wait_for_a_writer(engine: AsyncEngine) -> None:
+    """A GET's unit begins deferred: it reads while another unit holds the write lock
+    (an immediate begin would wait in sqlite's busy sleeps) and cannot publish."""
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    async with uows() as writer:
+        writer.session.add(probe.Effect(event_id="w", key="k", seq=1))
+        await writer.session.flush()  # holds the write lock until the end of the block
+        async with uows(read_only=True) as reader:
+            conn = await reader.session.connection()
+            rows = await asyncio.wait_for(
+                conn.execute(sa.text("SELECT count(*) FROM effects")), 2
+            )
+            assert rows.scalar() == 0  # the writer's row is not committed yet
+            with pytest.raises(RuntimeError, match="read-only"):
+                reader.publish(probe.ThingHappened(key="k", seq=1), key="k")

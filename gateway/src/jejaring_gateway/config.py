@@ -23,6 +23,12 @@ class GatewaySettings(BaseSettings):
         default=180.0, gt=0, description="Upstream timeout of CSV imports and plan proposals"
     )
     upstream_max_connections: int = Field(default=200, ge=1)
+    upstream_max_keepalive: int = Field(
+        default=16,
+        ge=1,
+        description="Idle upstream connections kept open; httpcore scans every pooled "
+        "connection on each request, so a burst's surplus is closed rather than kept",
+    )
     get_retries: int = Field(
         default=2, ge=0, le=5, description="Retries of GET/HEAD on connect errors only"
     )

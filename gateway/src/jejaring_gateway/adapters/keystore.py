@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,6 +83,9 @@ class KeyStore:
         self.cache_s = cache_s
         self.max_cached = max_cached
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        # One database read per key at a time: when a busy key's entry expires, every
+        # request in flight would otherwise miss the cache and read it at once.
+        self._lookups: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     @classmethod
     async def open(cls, database_url: str, cache_s: float = 5.0) -> KeyStore:
@@ -161,20 +165,30 @@ class KeyStore:
             return None
         return Principal(key_id=record.key_id, role=record.role, subject=record.subject)
 
+    async def _refresh(self, key_id: str) -> KeyRecord | None:
+        started = time.monotonic()
+        record = await self.get(key_id)
+        if len(self._cache) >= self.max_cached:
+            self._cache.clear()
+        self._cache[key_id] = (started + self.cache_s, record)
+        return record
+
     async def authenticate(self, token: str) -> Principal | None:
         parts = split_key(token)
         if parts is None:
             return None
         key_id, secret = parts
-        now = time.monotonic()
         cached = self._cache.get(key_id)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             record = cached[1]
         else:
-            record = await self.get(key_id)
-            if len(self._cache) >= self.max_cached:
-                self._cache.clear()
-            self._cache[key_id] = (now + self.cache_s, record)
+            lookup = self._lookups.get(key_id)
+            if lookup is None:
+                lookup = asyncio.ensure_future(self._refresh(key_id))
+                self._lookups[key_id] = lookup
+                lookup.add_done_callback(lambda _: self._lookups.pop(key_id, None))
+            # Shielded: a waiter that gives up must not cancel the others' lookup.
+            record = await asyncio.shield(lookup)
         if record is None or record.revoked_at is not None:
             return None
         if not secret_matches(secret, record.secret_hash):

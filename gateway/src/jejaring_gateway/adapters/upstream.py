@@ -24,7 +24,9 @@ def make_client(
         ),
         limits=httpx.Limits(
             max_connections=settings.upstream_max_connections,
-            max_keepalive_connections=settings.upstream_max_connections,
+            max_keepalive_connections=min(
+                settings.upstream_max_keepalive, settings.upstream_max_connections
+            ),
             keepalive_expiry=30.0,
         ),
         headers=headers,

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
+from jejaring_shared.app import freezing_gc
 from jejaring_shared.errors import install_error_handlers
 
 from ..adapters.events import EventHub
@@ -63,7 +64,7 @@ def create_app(
     app = FastAPI(
         title="Jejaring gateway",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=freezing_gc(lifespan),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -83,8 +84,9 @@ def get_runtime(request: Request) -> Runtime:
 
 
 def get_uow(request: Request) -> UnitOfWork:
-    """A fresh unit of work per request; the route commits it or it rolls back."""
-    return get_runtime(request).uow()
+    """A fresh unit of work per request; the route commits it or it rolls back. A GET or
+    HEAD changes nothing, so its unit is read-only."""
+    return get_runtime(request).uow(read_only=request.method in ("GET", "HEAD"))
 
 
 UoW = Annotated[UnitOfWork, Depends(get_uow)]
@@ -159,7 +161,7 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
         title=f"Jejaring {definition.name}",
         description=definition.description,
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=freezing_gc(lifespan),
     )
     install_error_handlers(app)
     if settings.internal_token is not None:
@@ -170,6 +172,23 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
     for router in definition.routers:
         app.include_router(router)
     return app
+
+
+def freezing_gc(lifespan: Any) -> Any:
+    """Once started, move what start-up built (modules, app, engine, clients) out of the
+    garbage collector's sight: requests allocate enough to trigger full collections, and
+    each one walked all of it (tens of ms, more than a request's own work, in the p99)."""
+
+    @contextlib.asynccontextmanager
+    async def frozen(app: FastAPI) -> AsyncIterator[Any]:
+        async with lifespan(app) as state:
+            gc.freeze()
+            try:
+                yield state
+            finally:
+                gc.unfreeze()  # collectable again once the app stops (tests start many)
+
+    return frozen
 
 
 INTERNAL_TOKEN_HEADER = "x-internal-token"  # noqa: S105 (a header name)

@@ -21,6 +21,9 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+READ_ONLY_OPTION = "jejaring_read_only"
+
+
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
     """An async engine tuned for its backend.
 
@@ -45,7 +48,10 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only unit begins deferred: in WAL mode it then never waits for a
+            # writer (an immediate begin would queue behind one, in sqlite's busy sleeps).
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(
@@ -71,9 +77,11 @@ class UnitOfWork:
         source: str,
         on_commit: Callable[[], None] | None = None,
         registry: EventRegistry = REGISTRY,
+        read_only: bool = False,
     ) -> None:
         self._sessions = sessions
         self._source = source
+        self._read_only = read_only
         self._registry = registry
         self._on_commit = on_commit
         self._pending: list[Envelope] = []
@@ -87,6 +95,9 @@ class UnitOfWork:
 
     async def __aenter__(self) -> UnitOfWork:
         self._session = self._sessions()
+        if self._read_only:
+            # Begin now, so the option is on the connection when its transaction starts.
+            await self._session.connection(execution_options={READ_ONLY_OPTION: True})
         return self
 
     async def __aexit__(
@@ -111,6 +122,8 @@ class UnitOfWork:
         cause: Envelope | None = None,
     ) -> Envelope:
         """Queue an event for the outbox; it is written only if this unit commits."""
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot publish events")
         et = self._registry.for_model(type(payload))
         envelope = Envelope(
             type=et.name,
@@ -168,7 +181,12 @@ class UnitOfWorkFactory:
         self.on_commit = on_commit
         self.registry = registry
 
-    def __call__(self) -> UnitOfWork:
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        """`read_only`: for reads only (a GET); on SQLite it does not take the write lock."""
         return UnitOfWork(
-            self.sessions, source=self.source, on_commit=self.on_commit, registry=self.registry
+            self.sessions,
+            source=self.source,
+            on_commit=self.on_commit,
+            registry=self.registry,
+            read_only=read_only,
         )

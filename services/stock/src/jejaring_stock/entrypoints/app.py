@@ -1,8 +1,3 @@
-import contextlib
-import gc
-from collections.abc import AsyncIterator
-from typing import Any
-
 from fastapi import FastAPI
 
 from jejaring_shared.app import ConsumerSpec, ServiceDefinition, create_service_app
@@ -36,23 +31,4 @@ def create_app(settings: StockSettings | None = None) -> FastAPI:
             velocity_interval_s=settings.velocity_interval_s,
         ),
     )
-    app = create_service_app(definition, settings)
-    app.router.lifespan_context = _freezing_gc(app.router.lifespan_context)
-    return app
-
-
-def _freezing_gc(lifespan: Any) -> Any:
-    """Once started, move what start-up built (modules, app, engine, clients) out of the
-    garbage collector's sight: POS batches allocate enough to trigger full collections,
-    and each one walked all of it (tens of ms, more than a batch's own work)."""
-
-    @contextlib.asynccontextmanager
-    async def frozen(app: FastAPI) -> AsyncIterator[Any]:
-        async with lifespan(app) as state:
-            gc.freeze()
-            try:
-                yield state
-            finally:
-                gc.unfreeze()  # collectable again once the app stops (tests start many)
-
-    return frozen
+    return create_service_app(definition, settings)
