@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -167,10 +168,11 @@ async def test_50mb_body_is_413_without_memory_growth(tmp_path: Path) -> None:
 
 LOADER = r"""
 # A plain keep-alive HTTP/1.1 client (httpx alone tops out near 1,000 req/s here).
-# A real flood comes from elsewhere; here it shares the gateway's two cores, so it runs at
-# the lowest priority and takes only the CPU the system under test leaves idle.
+# A real flood comes from elsewhere; here it shares the gateway's cores, so it runs on one
+# core at the lowest priority and takes only the CPU the system under test leaves idle.
 import asyncio, json, os, sys, time
 os.nice(19)
+os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
 url, key, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 host, port = url.removeprefix("http://").split(":")
 REQ = (f"GET /api/v1/clusters HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {key}\r\n\r\n").encode()
@@ -218,8 +220,13 @@ def _p99(lat: list[float]) -> float:
     return ordered[int(0.99 * (len(ordered) - 1))]
 
 
-ROUNDS = 4  # unloaded and loaded windows alternate, so the machine's own drift hits both
-SAMPLES = 250  # per window; the p99 is taken over all windows of a kind (1,000 samples)
+# Paired windows: each round measures the quiet key unloaded, then under the flood, so the
+# machine's own drift hits both. The verdict is the median of the rounds' p99 ratios: a
+# pause that has nothing to do with the flood (another job on these two shared cores, a
+# broker's collection) spoils one round, not the median, while a flood that really doubled
+# the quiet key's p99 would show in every round.
+ROUNDS = 5
+SAMPLES = 400  # per window (~10 s)
 
 
 async def test_one_noisy_key_is_limited_and_others_keep_their_latency(tmp_path: Path) -> None:
@@ -229,11 +236,10 @@ async def test_one_noisy_key_is_limited_and_others_keep_their_latency(tmp_path: 
         # The quiet key paces itself under its own limit (~40 req/s against 50/s), so any
         # 429 it got would be the noisy key's doing.
         await _latencies(gateway.url, quiet, 30, 0.02)  # warm up
-        unloaded: list[float] = []
-        loaded: list[float] = []
+        rounds: list[dict[str, float]] = []
         reports = []
         for _ in range(ROUNDS):
-            unloaded += await _latencies(gateway.url, quiet, SAMPLES, 0.02)
+            unloaded = _p99(await _latencies(gateway.url, quiet, SAMPLES, 0.02))
             loader = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",
@@ -241,26 +247,23 @@ async def test_one_noisy_key_is_limited_and_others_keep_their_latency(tmp_path: 
                 gateway.url,
                 noisy,
                 "1000",
-                "8",
+                "12",
                 stdout=asyncio.subprocess.PIPE,
             )
             await asyncio.sleep(1.0)  # let the flood start
-            loaded += await _latencies(gateway.url, quiet, SAMPLES, 0.02)
+            loaded = _p99(await _latencies(gateway.url, quiet, SAMPLES, 0.02))
             out, _ = await loader.communicate()
             reports.append(json.loads(out))
-        print(
-            json.dumps(
+            rounds.append(
                 {
-                    "unloaded_p99_ms": _p99(unloaded) * 1000,
-                    "loaded_p99_ms": _p99(loaded) * 1000,
-                    "noisy": reports,
+                    "unloaded_ms": unloaded * 1000,
+                    "loaded_ms": loaded * 1000,
+                    "ratio": loaded / unloaded,
                 }
             )
-        )
+        ratio = statistics.median(r["ratio"] for r in rounds)
+        print(json.dumps({"p99_ratio_median": ratio, "rounds": rounds, "noisy": reports}))
         for report in reports:
             assert report["rate"] > 800, report
             assert report["counts"].get("429", 0) > report["sent"] * 0.8, report
-        p99_loaded, p99_unloaded = _p99(loaded), _p99(unloaded)
-        assert p99_loaded <= 2 * p99_unloaded, (
-            f"p99 {p99_loaded * 1000:.2f} ms under load vs {p99_unloaded * 1000:.2f} ms unloaded"
-        )
+        assert ratio <= 2, f"median p99 loaded/unloaded {ratio:.2f} over rounds {rounds}"
