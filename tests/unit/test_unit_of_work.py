@@ -145,9 +145,7 @@ async def test_a_read_only_unit_does_not_wait_for_a_writer(engine: AsyncEngine) 
         await writer.session.flush()  # holds the write lock until the end of the block
         async with uows(read_only=True) as reader:
             conn = await reader.session.connection()
-            rows = await asyncio.wait_for(
-                conn.execute(sa.text("SELECT count(*) FROM effects")), 2
-            )
+            rows = await asyncio.wait_for(conn.execute(sa.text("SELECT count(*) FROM effects")), 2)
             assert rows.scalar() == 0  # the writer's row is not committed yet
             with pytest.raises(RuntimeError, match="read-only"):
                 reader.publish(probe.ThingHappened(key="k", seq=1), key="k")

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jejaring_shared import migrations
-from jejaring_shared.db import create_engine
+from jejaring_shared.db import create_engine, read_connection
 
 from ..domain.identity import Principal, hash_secret, new_key, secret_matches, split_key
 
@@ -128,11 +128,11 @@ class KeyStore:
         stmt = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
         if not include_revoked:
             stmt = stmt.where(api_keys.c.revoked_at.is_(None))
-        async with self.engine.connect() as conn:
+        async with read_connection(self.engine) as conn:
             return [_record(r) for r in (await conn.execute(stmt)).all()]
 
     async def get(self, key_id: str) -> KeyRecord | None:
-        async with self.engine.connect() as conn:
+        async with read_connection(self.engine) as conn:
             row = (
                 await conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))
             ).first()

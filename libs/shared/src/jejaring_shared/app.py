@@ -30,7 +30,7 @@ from .asyncapi import build_asyncapi
 from .consumer import ConsumerRunner, Handler
 from .contracts import REGISTRY, EventRegistry
 from .contracts.topics import dead_letter_topic
-from .db import UnitOfWork, UnitOfWorkFactory, create_engine
+from .db import UnitOfWork, UnitOfWorkFactory, create_engine, read_connection
 from .errors import ErrorBody, ErrorDetail, install_error_handlers
 from .kafka import ensure_topics
 from .metrics import BackboneMetrics
@@ -261,7 +261,7 @@ def _ops_router(definition: ServiceDefinition) -> APIRouter:
         """Readiness: database reachable, Kafka reachable; reports the outbox backlog."""
         checks: dict[str, Any] = {}
         try:
-            async with runtime.engine.connect() as conn:
+            async with read_connection(runtime.engine) as conn:
                 await asyncio.wait_for(conn.execute(sa.text("SELECT 1")), 2.0)
             checks["database"] = "ok"
             checks["outbox_backlog"] = await asyncio.wait_for(runtime.relay.backlog(), 2.0)

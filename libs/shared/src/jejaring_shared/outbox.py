@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .contracts import utcnow
-from .db import is_sqlite
+from .db import is_sqlite, read_connection
 from .kafka import make_producer, start_bounded, stop_bounded
 from .metrics import BackboneMetrics
 from .settings import KafkaSettings
@@ -85,7 +85,7 @@ class OutboxRelay:
         await self._release_leadership()
 
     async def backlog(self) -> int:
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             n = await conn.scalar(
                 sa.select(sa.func.count()).select_from(_OUTBOX).where(_T.published_at.is_(None))
             )
@@ -161,7 +161,7 @@ class OutboxRelay:
 
     async def _read_after(self, cursor: int) -> Sequence[Any]:
         # A short read: nothing is held open while we talk to Kafka.
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             return (
                 await conn.execute(
                     sa.select(_T.id, _T.topic, _T.key, _T.type, _T.event_id, _T.body)
