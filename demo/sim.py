@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,7 +29,6 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from jejaring_devtools.paths import free_port
 from jejaring_devtools.stack import GATEWAY, SERVICES, Service, Stack
 from jejaring_shared.contracts.topics import (
     CATALOG_EVENTS,
@@ -124,11 +124,16 @@ class ScenarioResult:
 
 
 def _free_block(n: int) -> int:
-    """A base port with n consecutive free ports."""
+    """A base port with n consecutive free ports, below the kernel's ephemeral range: a port
+    the OS hands out for outgoing connections (Kafka's clients make many while the stack
+    starts) could be taken between this check and the service's bind."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
     while True:
-        base = free_port()
-        if base + n >= 65535:
-            continue
+        base = rng.randrange(10_000, max(low, 10_000 + 2 * n) - n)
         ok = True
         for p in range(base, base + n):
             with socket.socket() as s:
@@ -145,7 +150,8 @@ class DemoStack(Stack):
     """The `make run` stack on free ports, with the scenario's settings added."""
 
     def __init__(self, data: Path, extra_env: dict[str, str]) -> None:
-        super().__init__(data, kafka_port=free_port(), base_port=_free_block(5))
+        base = _free_block(6)  # the five services, then Kafka
+        super().__init__(data, kafka_port=base + 5, base_port=base)
         self.extra_env = extra_env
 
     def _env(self, service: Service) -> dict[str, str]:
