@@ -121,11 +121,19 @@ async def test_plan_approve_reserve_dispatch_receive_and_reject(
         await receipt(stock, poor2, sku, 5)
         await projected(app, "stock_view", 3, "sku", sku)
 
-        async def surplus_known() -> bool:
-            sql = "SELECT maximum FROM stock_view WHERE outlet_id = :o AND sku = :s"
-            return bool(await scalar(app, sql, o=rich, s=sku) == 40)
+        # Rows appear with the settings, before the receipts' levels: wait for the levels
+        # and maxima themselves, or the plan may see an outlet still empty.
+        want = {(rich, 100, 40), (poor, 2, 30), (poor2, 5, 20)}
 
-        await wait_until(surplus_known, timeout=30, what="rich's maximum projected")
+        async def levels_known() -> bool:
+            async with app.state.runtime.engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.text("SELECT outlet_id, on_hand, maximum FROM stock_view WHERE sku = :s"),
+                    {"s": sku},
+                )
+                return {tuple(r) for r in rows} == want
+
+        await wait_until(levels_known, timeout=30, what="levels and maxima projected")
         await projected(app, "products_view", 1, "sku", sku)
         await outlets_known(app, rich, poor, poor2)
 
