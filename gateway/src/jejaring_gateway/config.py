@@ -30,7 +30,7 @@ class GatewaySettings(BaseSettings):
         "connection on each request, so a burst's surplus is closed rather than kept",
     )
     get_retries: int = Field(
-        default=2, ge=0, le=5, description="Retries of GET/HEAD on connect errors only"
+        default=2, ge=0, le=5, description="GET/HEAD retries when no answer came"
     )
     database_url: str = Field(
         default="sqlite+aiosqlite:///.data/db/gateway.db",

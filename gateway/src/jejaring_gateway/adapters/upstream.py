@@ -9,6 +9,7 @@ import httpx
 from ..config import GatewaySettings
 
 RETRY_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 1.0)
+KEEPALIVE_EXPIRY_S = 4.0
 
 
 def make_client(
@@ -27,7 +28,9 @@ def make_client(
             max_keepalive_connections=min(
                 settings.upstream_max_keepalive, settings.upstream_max_connections
             ),
-            keepalive_expiry=30.0,
+            # Below uvicorn's 5 s keep-alive in the services: a connection the service
+            # is closing must not be picked for the next request (a 502 under load).
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
         ),
         headers=headers,
         follow_redirects=False,
@@ -38,12 +41,13 @@ def make_client(
 async def send(
     client: httpx.AsyncClient, request: httpx.Request, *, retries: int, stream: bool = True
 ) -> httpx.Response:
-    """Send; GET and HEAD are retried on connect errors only (nothing reached the service)."""
+    """Send; GET and HEAD are retried when the connection failed before any answer came:
+    refused, or a pooled connection the service closed as the request went out."""
     attempt = 0
     while True:
         try:
             return await client.send(request, stream=stream)
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.RemoteProtocolError):
             if request.method not in ("GET", "HEAD") or attempt >= retries:
                 raise
             await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])

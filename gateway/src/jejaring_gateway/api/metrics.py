@@ -1,6 +1,6 @@
 """Prometheus metrics of the gateway: what callers asked for and what they got.
 
-A pure ASGI middleware just inside FastReject; the 429s FastReject answers early are
+A pure ASGI middleware behind reject_flood; the 429s reject_flood answers early are
 counted there, with one cached counter, so a flooding key stays cheap. Paths are reduced
 to their first segment under /api/v1 ("outlets", "restock-requests", ...) to keep the
 label set small.
@@ -76,7 +76,7 @@ class GatewayMetrics:
 
 
 class MetricsMiddleware:
-    """Inside FastReject, which counts its own early 429s (see `count`)."""
+    """Behind reject_flood, which counts its own early 429s (see `count`)."""
 
     def __init__(self, app: Any, metrics: GatewayMetrics) -> None:
         self.app = app

@@ -2,7 +2,7 @@
 
 Order for each request: request id, API key, rate limit, owning service, access rule,
 body (counted while it streams in; 413 past the limit), ownership checks, forward (pooled
-client; GET/HEAD retried on connect errors), answer streamed back with the request id.
+client; GET/HEAD retried when no answer came), answer streamed back with the request id.
 """
 
 from __future__ import annotations
@@ -92,30 +92,28 @@ def request_id_of(request: Request) -> str:
     return uuid.uuid4().hex
 
 
-class FastReject:
-    """Pure ASGI middleware in front of routing: a key known (cached) and over its rate is
-    answered 429 here, at the least cost, so a flooding key takes little from the others.
-    A key that passes is handed on in scope["state"] so it is not checked twice."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/v1/"):
-            state: GatewayState | None = getattr(scope["app"].state, "gateway", None)
-            token = _token_of(scope["headers"])
-            if state is not None and token:
-                principal = state.keys.cached(token)
-                if isinstance(principal, Principal):
-                    wait = state.limiter.take(principal.key_id)
-                    if wait > 0:
-                        await _send_429(send, wait, scope["headers"])
-                        metrics = getattr(scope["app"].state, "metrics", None)
-                        if metrics is not None:
-                            metrics.count(resource_of(scope["path"]), scope["method"], 429)
-                        return
-                    scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
+async def reject_flood(app_state: Any, scope: Any, send: Any) -> bool:
+    """Answer 429 for a key known (cached) and over its rate, before FastAPI's own layers
+    run, so a flooding key takes little from the others. True when it answered. A key that
+    passes is handed on in scope["state"] so it is not checked twice."""
+    if scope["type"] != "http" or not scope["path"].startswith("/api/v1/"):
+        return False
+    state: GatewayState | None = getattr(app_state, "gateway", None)
+    token = _token_of(scope["headers"])
+    if state is None or not token:
+        return False
+    principal = state.keys.cached(token)
+    if not isinstance(principal, Principal):
+        return False
+    wait = state.limiter.take(principal.key_id)
+    if wait > 0:
+        await _send_429(send, wait, scope["headers"])
+        metrics = getattr(app_state, "metrics", None)
+        if metrics is not None:
+            metrics.count(resource_of(scope["path"]), scope["method"], 429)
+        return True
+    scope.setdefault("state", {})["principal"] = principal
+    return False
 
 
 def _token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -167,7 +165,7 @@ async def _send_429(send: Any, wait: float, headers: list[tuple[bytes, bytes]]) 
 async def authenticate(request: Request, state: GatewayState) -> Principal:
     checked = request.scope.get("state", {}).get("principal")
     if isinstance(checked, Principal):
-        return checked  # FastReject authenticated and rate-limited it already
+        return checked  # reject_flood authenticated and rate-limited it already
     token = request.headers.get("x-api-key")
     if token is None:
         auth = request.headers.get("authorization", "")

@@ -2,6 +2,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -18,12 +19,22 @@ from ..api.docs import OpenApiCache, docs_page, openapi_json
 from ..api.events import event_stream
 from ..api.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
 from ..api.ops import router as ops_router
-from ..api.proxy import FastReject, GatewayState, proxy
+from ..api.proxy import GatewayState, proxy, reject_flood
 from ..config import GatewaySettings
 from ..domain.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class GatewayApp(FastAPI):
+    """FastAPI with the flood check in front of everything, its own middleware included:
+    at 1,000 refused requests a second, each layer skipped is CPU the other keys keep."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if await reject_flood(self.state, scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -61,7 +72,7 @@ def create_app(
             await client.aclose()
             await keys.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Jejaring gateway",
         version="0.1.0",
         lifespan=freezing_gc(lifespan),
@@ -73,8 +84,6 @@ def create_app(
     metrics = GatewayMetrics()
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    # Added last, so it is outermost: a flooding key is refused before anything else runs.
-    app.add_middleware(FastReject)
     app.include_router(ops_router)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)

@@ -78,15 +78,21 @@ class ServiceDefinition:
     """A seam for fault-injection tests: called after each consumer's database commit."""
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_uow(request: Request) -> UnitOfWork:
+# The dependencies are `async def` though they never await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hand-off on every request for nothing.
+async def get_runtime(request: Request) -> Runtime:
+    return runtime_of(request)
+
+
+async def get_uow(request: Request) -> UnitOfWork:
     """A fresh unit of work per request; the route commits it or it rolls back. A GET or
     HEAD changes nothing, so its unit is read-only."""
-    return get_runtime(request).uow(read_only=request.method in ("GET", "HEAD"))
+    return runtime_of(request).uow(read_only=request.method in ("GET", "HEAD"))
 
 
 UoW = Annotated[UnitOfWork, Depends(get_uow)]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jejaring_shared.app import UoW, get_runtime
+from jejaring_shared.app import UoW, runtime_of
 from jejaring_shared.contracts import utcnow
 from jejaring_shared.contracts.catalog import ProductRetired
 from jejaring_shared.csv_import import ImportReport, decode_csv
@@ -69,7 +69,7 @@ def _out(row: dict[str, Any]) -> ProductOut:
 
 
 def _settings(request: Request) -> CatalogSettings:
-    settings = get_runtime(request).settings
+    settings = runtime_of(request).settings
     return settings if isinstance(settings, CatalogSettings) else CatalogSettings()
 
 
