@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench.harness import REPEATS, Context, Result, median
 from jejaring_devtools.paths import free_port
+from jejaring_devtools.stats import percentile
 from jejaring_devtools.uvicorn_proc import spawn_uvicorn, wait_healthy
 from jejaring_gateway.adapters.keystore import KeyStore
 
@@ -84,8 +85,7 @@ async def _throughput(port: int, headers: str, n: int) -> float:
 async def _p99(port: int, headers: str, m: int) -> float:
     lat: list[float] = []
     await _connection(port, headers, m, lat)
-    lat.sort()
-    return lat[int(0.99 * (len(lat) - 1))]
+    return percentile(lat, 99)
 
 
 async def run(ctx: Context) -> list[Result]:

@@ -19,7 +19,6 @@ transfer.request_to_reserved_p99
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from typing import Any
@@ -30,6 +29,7 @@ from aiokafka import AIOKafkaConsumer
 from asgi_lifespan import LifespanManager
 
 from bench.harness import REPEATS, Context, DbKind, Result, median
+from jejaring_devtools.stats import percentile
 from jejaring_shared.kafka import ensure_topics, make_producer, start_bounded, stop_bounded
 from jejaring_shared.settings import KafkaSettings
 from jejaring_stock.config import StockSettings
@@ -42,12 +42,6 @@ SECONDS_FULL = 10.0
 SECONDS_QUICK = 2.0
 DONORS = 20
 RTT_SAMPLES = 200
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
-    return ordered[k]
 
 
 async def run(ctx: Context) -> list[Result]:

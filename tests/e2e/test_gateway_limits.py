@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from jejaring_devtools.paths import free_port
+from jejaring_devtools.stats import percentile
 from jejaring_devtools.uvicorn_proc import spawn_uvicorn, wait_healthy
 from jejaring_gateway.adapters.keystore import KeyStore
 from jejaring_gateway.domain.identity import parse_role
@@ -252,8 +253,7 @@ async def _latencies(url: str, key: str, n: int, interval: float) -> list[float]
 
 
 def _p99(lat: list[float]) -> float:
-    ordered = sorted(lat)
-    return ordered[int(0.99 * (len(ordered) - 1))]
+    return percentile(lat, 99)
 
 
 # Interleaved windows: short blocks unloaded and under the flood, taken in turn, so the

@@ -239,12 +239,13 @@ class ConsumerRunner:
             if len(messages) > 1 and await self._apply_together(messages):
                 self._progress += len(messages)
                 done = messages[-1].offset + 1
-            for msg in messages if done is None else ():
-                if self._stopping.is_set() and done is not None:
-                    break
-                await self._process(msg)
-                self._progress += 1
-                done = msg.offset + 1
+            else:
+                for msg in messages:
+                    if self._stopping.is_set() and done is not None:
+                        break
+                    await self._process(msg)
+                    self._progress += 1
+                    done = msg.offset + 1
             if done is not None:
                 await self._commit(consumer, {tp: done})
                 hw = consumer.highwater(tp)
@@ -282,36 +283,7 @@ class ConsumerRunner:
         if todo:
             try:
                 async with self._uows() as uow:
-                    ids = [str(e.id) for e, _ in todo]
-                    seen = set(
-                        (
-                            await uow.session.exec(
-                                select(InboxRecord.event_id).where(
-                                    col(InboxRecord.consumer_group) == self.group_id,
-                                    col(InboxRecord.event_id).in_(ids),
-                                )
-                            )
-                        ).all()
-                    )
-                    for envelope, payload in todo:
-                        event_id = str(envelope.id)
-                        if event_id in seen:
-                            continue
-                        seen.add(event_id)
-                        handler = self._handlers[envelope.type]
-                        await asyncio.wait_for(
-                            handler(uow, envelope, payload), self._handler_timeout_s
-                        )
-                        # The next handler may read through Core, which does not autoflush.
-                        await uow.session.flush()
-                        uow.session.add(
-                            InboxRecord(
-                                consumer_group=self.group_id,
-                                event_id=event_id,
-                                event_type=envelope.type,
-                            )
-                        )
-                        applied.append(envelope)
+                    applied = await self._apply_in(uow, todo)
                     await uow.commit()
             except asyncio.CancelledError:
                 raise
@@ -345,13 +317,12 @@ class ConsumerRunner:
         if envelope is None:
             self._metrics.handled.labels(self.group_id, "-", "ignored").inc()
             return
-        handler = self._handlers[envelope.type]
         attempt = 0
         backoff = self._retry_backoff_s
         while True:
             attempt += 1
             try:
-                outcome = await self._apply(handler, envelope, payload)
+                outcome = await self._apply(envelope, payload)
                 self._metrics.handled.labels(self.group_id, envelope.type, outcome).inc()
                 self._metrics.handle_seconds.labels(self.group_id).observe(
                     time.perf_counter() - started
@@ -400,27 +371,10 @@ class ConsumerRunner:
             raise _Poison("invalid_payload", _first_error(exc)) from None
         return envelope, payload
 
-    async def _apply(self, handler: Handler, envelope: Envelope, payload: Payload | None) -> str:
-        event_id = str(envelope.id)
+    async def _apply(self, envelope: Envelope, payload: Payload | None) -> str:
         async with self._uows() as uow:
-            seen = await uow.session.exec(
-                select(InboxRecord.event_id).where(
-                    col(InboxRecord.consumer_group) == self.group_id,
-                    col(InboxRecord.event_id) == event_id,
-                )
-            )
-            if seen.first() is not None:
+            if not await self._apply_in(uow, [(envelope, payload)]):
                 return "duplicate"
-            try:
-                await asyncio.wait_for(handler(uow, envelope, payload), self._handler_timeout_s)
-            except TimeoutError:
-                # TimeoutError is an OSError; keep it from looking like a dependency outage.
-                raise HandlerTimeout(f"handler took over {self._handler_timeout_s:.0f}s") from None
-            uow.session.add(
-                InboxRecord(
-                    consumer_group=self.group_id, event_id=event_id, event_type=envelope.type
-                )
-            )
             try:
                 await uow.commit()
             except IntegrityError:
@@ -429,6 +383,46 @@ class ConsumerRunner:
         if self._after_db_commit is not None:
             self._after_db_commit(envelope)
         return "applied"
+
+    async def _apply_in(
+        self, uow: UnitOfWork, todo: Sequence[tuple[Envelope, Payload | None]]
+    ) -> list[Envelope]:
+        """Run the handlers of the events the inbox has not seen, in order, and record
+        them there (one query for all their ids); the caller commits. Returns the events
+        applied; the rest were duplicates."""
+        ids = [str(e.id) for e, _ in todo]
+        seen = set(
+            (
+                await uow.session.exec(
+                    select(InboxRecord.event_id).where(
+                        col(InboxRecord.consumer_group) == self.group_id,
+                        col(InboxRecord.event_id).in_(ids),
+                    )
+                )
+            ).all()
+        )
+        applied: list[Envelope] = []
+        for i, (envelope, payload) in enumerate(todo):
+            event_id = str(envelope.id)
+            if event_id in seen:
+                continue
+            seen.add(event_id)
+            handler = self._handlers[envelope.type]
+            try:
+                await asyncio.wait_for(handler(uow, envelope, payload), self._handler_timeout_s)
+            except TimeoutError:
+                # TimeoutError is an OSError; keep it from looking like a dependency outage.
+                raise HandlerTimeout(f"handler took over {self._handler_timeout_s:.0f}s") from None
+            if i < len(todo) - 1:
+                # The next handler may read through Core, which does not autoflush.
+                await uow.session.flush()
+            uow.session.add(
+                InboxRecord(
+                    consumer_group=self.group_id, event_id=event_id, event_type=envelope.type
+                )
+            )
+            applied.append(envelope)
+        return applied
 
     async def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:
         headers = [
