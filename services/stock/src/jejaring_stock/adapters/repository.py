@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -129,19 +129,9 @@ _PG_UPDATE_LEVELS = sa.text(
 
 
 def _json_rows(rows: list[dict[str, Any]]) -> str:
-    iso: dict[datetime, str] = {}
-
-    def encode(value: Any) -> str:
-        if not isinstance(value, datetime):
-            raise TypeError(f"{type(value).__name__} is not a column value")
-        text = iso.get(value)
-        if text is None:
-            # Everything stored is UTC; a naive value (SQLite hands those back) is UTC too.
-            aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-            text = iso[value] = aware.isoformat()
-        return text
-
-    return json.dumps(rows, default=encode, allow_nan=False, separators=(",", ":"))
+    # orjson: the stdlib encoder was a tenth of a 500-line batch's time. Everything stored
+    # is UTC, and a naive datetime (SQLite hands those back) is UTC too.
+    return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
 
 
 def _lock_statements(*, pg: bool) -> tuple[Any, Any]:
