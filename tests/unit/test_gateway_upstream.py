@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 
@@ -27,6 +29,7 @@ def flaky(failures: list[Exception]) -> tuple[httpx.AsyncClient, list[str]]:
         httpx.ConnectError("refused"),
         # A pooled connection the service closed just as the request went out.
         httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.ReadError("connection reset by peer"),
     ],
 )
 async def test_a_get_is_retried_when_no_answer_came(failure: Exception) -> None:
@@ -50,3 +53,17 @@ async def test_retries_stop_at_the_limit() -> None:
         with pytest.raises(httpx.ConnectError):
             await upstream.send(client, client.build_request("GET", "http://s/x"), retries=2)
     assert seen == ["GET"] * 3
+
+
+async def test_a_streamed_body_is_not_sent_twice() -> None:
+    """A GET with a streamed body (an upload path) may have sent part of it already."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"sku,name\n"
+
+    client, seen = flaky([httpx.RemoteProtocolError("Server disconnected")])
+    async with client:
+        request = client.build_request("GET", "http://s/x", content=body())
+        with pytest.raises(httpx.RemoteProtocolError):
+            await upstream.send(client, request, retries=2)
+    assert seen == ["GET"]

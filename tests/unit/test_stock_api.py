@@ -4,6 +4,7 @@ back from the outbox, where they commit with the change)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -189,9 +190,15 @@ async def test_bad_batches_are_refused_whole_with_the_field(
         ),
         ([{**sale("a", "x"), "price": 5}], "lines.0.price", "unknown_field"),
         ([], "lines", None),
+        # A lone surrogate (JSON "\\ud800") is no text a database can store.
+        ([sale("a", "x"), sale("b\ud800", "x")], "lines.1.idempotency_key", "invalid"),
     ]
     for lines, field, code in cases:
-        resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
+        resp = await client.post(
+            f"/api/v1/outlets/{outlet}/sales",
+            content=json.dumps({"lines": lines}),  # ASCII escapes: a lone surrogate goes too
+            headers={"content-type": "application/json"},
+        )
         assert resp.status_code == 422, resp.text
         err = resp.json()["error"]
         assert err["field"] == field

@@ -42,13 +42,22 @@ async def send(
     client: httpx.AsyncClient, request: httpx.Request, *, retries: int, stream: bool = True
 ) -> httpx.Response:
     """Send; GET and HEAD are retried when the connection failed before any answer came:
-    refused, or a pooled connection the service closed as the request went out."""
+    refused, or a pooled connection the service closed or reset as the request went out.
+    A streamed body may be partly sent by then and cannot be sent again: only a refused
+    connection (nothing read yet) is retried for it."""
     attempt = 0
+    whole_body = isinstance(request.stream, httpx.ByteStream)  # as built, before any send
     while True:
         try:
             return await client.send(request, stream=stream)
-        except (httpx.ConnectError, httpx.RemoteProtocolError):
-            if request.method not in ("GET", "HEAD") or attempt >= retries:
+        except (
+            httpx.ConnectError,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            httpx.WriteError,
+        ) as exc:
+            resendable = whole_body or isinstance(exc, httpx.ConnectError)
+            if request.method not in ("GET", "HEAD") or attempt >= retries or not resendable:
                 raise
             await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
             attempt += 1

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from typing_extensions import TypedDict
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+def _unicode(value: str) -> str:
+    # JSON may carry a lone surrogate ("\\ud800"): not text any database can store.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return value
+
+
+Text = AfterValidator(_unicode)
+Key = Annotated[str, StringConstraints(min_length=1, max_length=200), Text]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500), Text]
 Qty = Annotated[int, Field(gt=0, le=1_000_000)]
 
 
@@ -19,18 +31,18 @@ class Strict(BaseModel):
 
 class OutletIn(Strict):
     id: Id
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    community: Annotated[str, StringConstraints(max_length=200)] | None = None
-    region: Annotated[str, StringConstraints(max_length=200)] | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200), Text]
+    community: Annotated[str, StringConstraints(max_length=200), Text] | None = None
+    region: Annotated[str, StringConstraints(max_length=200), Text] | None = None
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     status: Literal["active", "at_risk", "closed"] = "active"
 
 
 class OutletPatch(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    community: Annotated[str, StringConstraints(max_length=200)] | None = None
-    region: Annotated[str, StringConstraints(max_length=200)] | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200), Text] | None = None
+    community: Annotated[str, StringConstraints(max_length=200), Text] | None = None
+    region: Annotated[str, StringConstraints(max_length=200), Text] | None = None
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     status: Literal["active", "at_risk", "closed"] | None = None
@@ -58,7 +70,7 @@ class ReceiptIn(Strict):
     quantity: Qty
     source: Literal["distribution_center", "supplier"]
     supplier_id: Id | None = None
-    reference: Annotated[str, StringConstraints(max_length=100)] | None = None
+    reference: Annotated[str, StringConstraints(max_length=100), Text] | None = None
     received_at: AwareDatetime | None = None
 
 
@@ -77,7 +89,7 @@ class WriteOffIn(Strict):
     sku: Id
     quantity: Qty
     reason: Literal["damaged", "expired"]
-    note: Annotated[str, StringConstraints(max_length=400)] | None = None
+    note: Annotated[str, StringConstraints(max_length=400), Text] | None = None
     occurred_at: AwareDatetime | None = None
 
 
