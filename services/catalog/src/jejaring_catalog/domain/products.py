@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from jejaring_shared.contracts.catalog import ProductCreated, ProductUpdated
+from jejaring_shared.fields import Text
 
 Sku = Annotated[
     str,
@@ -19,9 +20,13 @@ Code = Annotated[
     StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_\-]*$"),
     Field(min_length=1, max_length=40),
 ]
-Name = Annotated[str, StringConstraints(strip_whitespace=True), Field(min_length=1, max_length=200)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True), Field(min_length=1, max_length=200), Text
+]
 Barcode = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{8,14}$")]
-Unit = Annotated[str, StringConstraints(strip_whitespace=True), Field(min_length=1, max_length=20)]
+Unit = Annotated[
+    str, StringConstraints(strip_whitespace=True), Field(min_length=1, max_length=20), Text
+]
 
 STATE_FIELDS = (
     "name",

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from typing_extensions import TypedDict
+
+from jejaring_shared.fields import Text
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
-def _unicode(value: str) -> str:
-    # JSON may carry a lone surrogate ("\\ud800"): not text any database can store.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("not valid Unicode text (a lone surrogate)") from None
-    return value
-
-
-Text = AfterValidator(_unicode)
 Key = Annotated[str, StringConstraints(min_length=1, max_length=200), Text]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500), Text]
 Qty = Annotated[int, Field(gt=0, le=1_000_000)]

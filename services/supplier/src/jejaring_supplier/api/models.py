@@ -8,13 +8,17 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+from jejaring_shared.fields import Text
+
+Text200 = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Text
+]
 Code = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_\-]*$"),
     Field(min_length=1, max_length=40),
 ]
-Sku = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Sku = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Text]
 T = TypeVar("T")
 Kind = Literal["small_producer", "community_manager", "distribution_center"]
 
@@ -39,7 +43,7 @@ class SupplierIn(_In):
     clusters: list[Code] = Field(default_factory=list, max_length=50)
     contact: ContactIn = Field(default_factory=ContactIn)
     webhook_url: AnyHttpUrl | None = Field(default=None, max_length=500)
-    webhook_secret: str | None = Field(default=None, min_length=16, max_length=200)
+    webhook_secret: Annotated[str, Text] | None = Field(default=None, min_length=16, max_length=200)
 
 
 class SupplierOut(BaseModel):
@@ -79,12 +83,16 @@ class OfferOut(BaseModel):
 
 
 class DeclineIn(_In):
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), Text
+    ]
 
 
 class ShipIn(_In):
     quantity: int = Field(gt=0, le=1_000_000_000)
-    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), Text] | None = (
+        None
+    )
 
 
 class AssignmentOut(BaseModel):

@@ -20,6 +20,7 @@ from jejaring_shared.app import UoW
 from jejaring_shared.contracts import utcnow
 from jejaring_shared.contracts.stock import DispatchStock, ReceiveStock
 from jejaring_shared.errors import ApiError
+from jejaring_shared.fields import Text
 
 from .. import saga
 from ..adapters.tables import legs, restock_requests, saga_history
@@ -52,7 +53,7 @@ class ReceiveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     quantity: int = Field(ge=0, le=1_000_000)
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Annotated[str, Text] | None = Field(default=None, max_length=500)
 
 
 def _settings(request: Request) -> TransferSettings:
