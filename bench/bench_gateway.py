@@ -20,16 +20,11 @@ The client is a plain asyncio HTTP/1.1 client (httpx would be the bottleneck).
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import time
-from pathlib import Path
 
-from bench.harness import REPEATS, Context, Result, median
-from jejaring_devtools.paths import free_port
+from bench.harness import REPEATS, Context, Result, median, spawn_service, stop_services
 from jejaring_devtools.stats import percentile
-from jejaring_devtools.uvicorn_proc import spawn_uvicorn, wait_healthy
 from jejaring_gateway.adapters.keystore import KeyStore
 
 N_FULL, N_QUICK = 4_000, 800
@@ -40,16 +35,6 @@ TOKEN = "bench-internal-token-0123456789"
 GOAL_RATIO = 0.5
 GOAL_ADDED_MS = 5.0
 PATH = "/api/v1/clusters"
-
-
-def _spawn(
-    target: str, env: dict[str, str], workdir: Path, name: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    log = workdir / f"{name}.log"
-    proc = spawn_uvicorn(target, port, env, workdir, log, log_level="warning")
-    wait_healthy(proc, f"http://127.0.0.1:{port}", log)
-    return proc, port
 
 
 async def _connection(port: int, headers: str, n: int, lat: list[float]) -> None:
@@ -106,7 +91,7 @@ async def run(ctx: Context) -> list[Result]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         ctx.status("starting the catalog service and the gateway")
-        catalog, cport = _spawn(
+        catalog, cport = spawn_service(
             "jejaring_catalog.entrypoints.app:create_app",
             {
                 **common,
@@ -116,7 +101,7 @@ async def run(ctx: Context) -> list[Result]:
             "catalog",
         )
         procs.append(catalog)
-        gateway, gport = _spawn(
+        gateway, gport = spawn_service(
             "jejaring_gateway.entrypoints.app:create_app",
             {
                 **common,
@@ -150,9 +135,7 @@ async def run(ctx: Context) -> list[Result]:
                 if rep:
                     p99s[side].append(p99)
     finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
+        stop_services(procs)
     direct, through = median(rates["direct"]), median(rates["gateway"])
     p99_direct, p99_gw = median(p99s["direct"]) * 1000, median(p99s["gateway"]) * 1000
     ratio = through / direct

@@ -1,15 +1,17 @@
 """The transfer saga's first hop: from a restock request accepted to its first leg reserved.
 
 transfer.request_to_reserved_p99
-    The stock and transfer services run in-process on the run's broker (their own fresh
-    databases). 20 donor outlets hold plenty of one sku (registered and received through
-    stock's API; transfer learns of them from stock.events). Then restock requests are
-    POSTed at a fixed rate of 100 per second (each from another destination outlet, so none
-    is merged), each answered 202 after matching and writing the stock.reserve command to
-    the outbox. Latency per request = restock_requests.first_reserved_at - created_at, both
-    stamped by transfer: created in the API's transaction, reserved when transfer applies
-    stock.reserved. In between: transfer's relay -> Kafka -> stock's consumer (reserve,
-    commit) -> stock's relay -> Kafka -> transfer's consumer (commit).
+    The stock and transfer services run as their own uvicorn processes, as `make run`
+    starts them, on the run's broker (their own fresh databases); in one process they
+    shared one event loop and one core, which no deployment does. 20 donor outlets hold
+    plenty of one sku (registered and received through stock's API; transfer learns of them
+    from stock.events). Then restock requests are POSTed over HTTP at a fixed rate of 100
+    per second (each from another destination outlet, so none is merged), each answered
+    202 after matching and writing the stock.reserve command to the outbox. Latency per
+    request = restock_requests.first_reserved_at - created_at, both stamped by transfer:
+    created in the API's transaction, reserved when transfer applies stock.reserved. In
+    between: transfer's relay -> Kafka -> stock's consumer (reserve, commit) -> stock's
+    relay -> Kafka -> transfer's consumer (commit).
     Reference: the Kafka produce-to-consume round trip measured in the same run (an
     idempotent acks=all producer from make_producer and a consumer with the services'
     fetch_max_wait_ms, one message at a time at 100 per second; p50).
@@ -19,6 +21,7 @@ transfer.request_to_reserved_p99
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -26,22 +29,28 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
-from asgi_lifespan import LifespanManager
 
-from bench.harness import REPEATS, Context, DbKind, Result, median
+from bench.harness import (
+    REPEATS,
+    Context,
+    DbKind,
+    Result,
+    median,
+    spawn_service,
+    stop_services,
+)
 from jejaring_devtools.stats import percentile
+from jejaring_shared.app import INTERNAL_TOKEN_HEADER
+from jejaring_shared.db import create_engine
 from jejaring_shared.kafka import ensure_topics, make_producer, start_bounded, stop_bounded
 from jejaring_shared.settings import KafkaSettings
-from jejaring_stock.config import StockSettings
-from jejaring_stock.entrypoints.app import create_app as create_stock
-from jejaring_transfer.config import TransferSettings
-from jejaring_transfer.entrypoints.app import create_app as create_transfer
 
 RATE = 100.0
 SECONDS_FULL = 10.0
 SECONDS_QUICK = 2.0
 DONORS = 20
 RTT_SAMPLES = 200
+TOKEN = "bench-internal-token-0123456789"
 
 
 async def run(ctx: Context) -> list[Result]:
@@ -88,72 +97,93 @@ async def _round_trip(kafka: KafkaSettings, samples: int) -> list[float]:
 async def _bench_db(ctx: Context, db: DbKind, seconds: float) -> Result:
     kafka = ctx.kafka_settings()
     tag = uuid.uuid4().hex[:8]
-    stock_app = create_stock(
-        StockSettings(
-            database_url=await ctx.database_url(db, "stock"),
-            kafka=kafka,
-            commands_group=f"stock-bench-{tag}",
-        )
-    )
-    transfer_app = create_transfer(
-        TransferSettings(
-            database_url=await ctx.database_url(db, "transfer"),
-            kafka=kafka,
-            group_prefix=f"transfer-bench-{tag}",
-        )
-    )
+    workdir = ctx.workdir / f"transfer-{db}-{tag}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    transfer_url = await ctx.database_url(db, "transfer")
+    common = {
+        "JEJARING_INTERNAL_TOKEN": TOKEN,
+        "JEJARING_KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap_servers,
+    }
+    services = {
+        "stock": (
+            "jejaring_stock.entrypoints.app:create_app",
+            {
+                "JEJARING_STOCK_DATABASE_URL": await ctx.database_url(db, "stock"),
+                "JEJARING_STOCK_COMMANDS_GROUP": f"stock-bench-{tag}",
+            },
+        ),
+        "transfer": (
+            "jejaring_transfer.entrypoints.app:create_app",
+            {
+                "JEJARING_TRANSFER_DATABASE_URL": transfer_url,
+                "JEJARING_TRANSFER_GROUP_PREFIX": f"transfer-bench-{tag}",
+            },
+        ),
+    }
     sku = f"bench-{tag}"
     latencies: list[list[float]] = []
     rtts: list[float] = []
-    async with (
-        LifespanManager(stock_app, startup_timeout=90, shutdown_timeout=30),
-        LifespanManager(transfer_app, startup_timeout=90, shutdown_timeout=30),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=stock_app), base_url="http://stock"
-        ) as stock,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=transfer_app), base_url="http://transfer"
-        ) as transfer,
-    ):
-        ctx.status(f"{db}: waiting for consumers, registering {DONORS} donors")
-        for app in (stock_app, transfer_app):
-            await _until(lambda app=app: _assigned(app))
-        for d in range(DONORS):
-            oid = f"donor-{tag}-{d}"
-            resp = await stock.post(
-                "/api/v1/outlets",
-                json={
-                    "id": oid,
-                    "name": oid,
-                    "community": "c1",
-                    "region": "r1",
-                    "lat": -6.2 + d / 100,
-                    "lon": 106.8,
-                },
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: dict[str, int] = {}
+    # The bench reads transfer's own timestamps straight from its database.
+    engine = create_engine(transfer_url)
+    try:
+        for name, (target, env) in services.items():
+            ctx.status(f"{db}: starting the {name} service")
+            proc, ports[name] = await asyncio.to_thread(
+                spawn_service, target, {**common, **env}, workdir, name
             )
-            resp.raise_for_status()
-            resp = await stock.post(
-                f"/api/v1/outlets/{oid}/receipts",
-                json={
-                    "idempotency_key": f"r-{oid}",
-                    "sku": sku,
-                    "quantity": 1_000_000,
-                    "source": "distribution_center",
-                },
-            )
-            resp.raise_for_status()
-        engine = transfer_app.state.runtime.engine
-        await _until(lambda: _donors_known(engine, sku))
-        for rep in range(REPEATS + 1):
-            label = f"{db} warm-up" if rep == 0 else f"{db} run {rep}/{REPEATS}"
-            n = int((seconds / 2 if rep == 0 else seconds) * RATE)
-            ctx.status(f"{label}: {n} restock requests at {RATE:.0f}/s")
-            ids = await _fire(transfer, sku, f"{tag}-{rep}", n)
-            lat = await _collect(engine, ids)
-            if rep:
-                latencies.append(lat)
+            procs.append(proc)
+        headers = {INTERNAL_TOKEN_HEADER: TOKEN}
+        async with (
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{ports['stock']}", headers=headers, timeout=30
+            ) as stock,
+            httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{ports['transfer']}", headers=headers, timeout=30
+            ) as transfer,
+        ):
+            ctx.status(f"{db}: waiting for consumers, registering {DONORS} donors")
+            for client in (stock, transfer):
+                await _until(lambda client=client: _assigned(client))
+            for d in range(DONORS):
+                oid = f"donor-{tag}-{d}"
+                resp = await stock.post(
+                    "/api/v1/outlets",
+                    json={
+                        "id": oid,
+                        "name": oid,
+                        "community": "c1",
+                        "region": "r1",
+                        "lat": -6.2 + d / 100,
+                        "lon": 106.8,
+                    },
+                )
+                resp.raise_for_status()
+                resp = await stock.post(
+                    f"/api/v1/outlets/{oid}/receipts",
+                    json={
+                        "idempotency_key": f"r-{oid}",
+                        "sku": sku,
+                        "quantity": 1_000_000,
+                        "source": "distribution_center",
+                    },
+                )
+                resp.raise_for_status()
+            await _until(lambda: _donors_known(engine, sku))
+            for rep in range(REPEATS + 1):
+                label = f"{db} warm-up" if rep == 0 else f"{db} run {rep}/{REPEATS}"
+                n = int((seconds / 2 if rep == 0 else seconds) * RATE)
+                ctx.status(f"{label}: {n} restock requests at {RATE:.0f}/s")
+                ids = await _fire(transfer, sku, f"{tag}-{rep}", n)
+                lat = await _collect(engine, ids)
+                if rep:
+                    latencies.append(lat)
         ctx.status(f"{db}: Kafka round trip, {RTT_SAMPLES} messages")
         rtts = await _round_trip(kafka, RTT_SAMPLES)
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(stop_services, procs)
     p99s = [percentile(lat, 99) * 1000 for lat in latencies]
     p50s = [percentile(lat, 50) * 1000 for lat in latencies]
     rtt_ms = median(rtts) * 1000
@@ -177,9 +207,10 @@ async def _bench_db(ctx: Context, db: DbKind, seconds: float) -> Result:
             "samples": p99s,
             "rtt_p99_ms": percentile(rtts, 99) * 1000,
             "note": (
-                "stock and transfer in one process on the run's broker; requests POSTed at a "
-                "fixed 100/s; latency = first_reserved_at - created_at of each request (both "
-                "stamped by transfer); two Kafka hops and two outbox relays in between"
+                "stock and transfer as their own uvicorn processes on the run's broker; "
+                "requests POSTed over HTTP at a fixed 100/s; latency = first_reserved_at - "
+                "created_at of each request (both stamped by transfer); two Kafka hops and "
+                "two outbox relays in between"
             ),
         },
     )
@@ -233,8 +264,16 @@ async def _scalar(engine: Any, sql: str, **params: Any) -> int:
         return int(await conn.scalar(sa.text(sql), params) or 0)
 
 
-async def _assigned(app: Any) -> bool:
-    return all(r.assigned for r in app.state.runtime.consumers)
+async def _assigned(client: httpx.AsyncClient) -> bool:
+    """Ready, and every consumer group of the service has its partitions."""
+    try:
+        resp = await client.get("/readyz")
+    except httpx.HTTPError:
+        return False
+    if resp.status_code != 200:
+        return False
+    groups = resp.json()["checks"]["consumers"].values()
+    return all(g["assigned"] for g in groups)
 
 
 async def _donors_known(engine: Any, sku: str) -> bool:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import statistics
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,7 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jejaring_devtools.kafka import KafkaBroker
+from jejaring_devtools.paths import free_port
 from jejaring_devtools.postgres import PostgresServer
+from jejaring_devtools.uvicorn_proc import spawn_uvicorn, wait_healthy
 from jejaring_shared.settings import KafkaSettings
 
 DbKind = Literal["sqlite", "postgresql"]
@@ -81,3 +86,32 @@ async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
     start = time.perf_counter()
     await fn()
     return time.perf_counter() - start
+
+
+def spawn_service(
+    target: str, env: dict[str, str], workdir: Path, name: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start an app factory as its own uvicorn process, as `make run` does, on a free port;
+    returns once it answers /healthz. Its log is `workdir/<name>.log`."""
+    port = free_port()
+    log = workdir / f"{name}.log"
+    proc = spawn_uvicorn(target, port, env, workdir, log, log_level="warning")
+    try:
+        wait_healthy(proc, f"http://127.0.0.1:{port}", log)
+    except BaseException:
+        stop_services([proc])
+        raise
+    return proc, port
+
+
+def stop_services(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process group (a clean shutdown), SIGKILL what has not left in 15 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
