@@ -191,3 +191,14 @@ def test_internal_token_is_read_from_the_shared_variable(monkeypatch: pytest.Mon
     gw_token = GatewaySettings().internal_token
     assert gw_token is not None and gw_token.get_secret_value() == "shared-one"
     assert "shared-one" not in repr(CatalogSettings())
+
+
+def test_the_key_is_read_from_x_api_key_first_then_a_bearer_token() -> None:
+    from jejaring_gateway.api.proxy import _token_of
+
+    bearer = (b"authorization", b"Bearer  jk_abc ")
+    assert _token_of([bearer]) == "jk_abc"
+    assert _token_of([bearer, (b"x-api-key", b"jk_key")]) == "jk_key"
+    assert _token_of([(b"authorization", b"Basic dXNlcg==")]) is None
+    assert _token_of([(b"authorization", b"Bearer ")]) == ""  # present but empty: a 401
+    assert _token_of([]) is None

@@ -117,12 +117,14 @@ async def reject_flood(app_state: Any, scope: Any, send: Any) -> bool:
 
 
 def _token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The API key from `X-API-Key` (preferred) or `Authorization: Bearer <key>`."""
+    bearer = None
     for name, value in headers:
         if name == b"x-api-key":
             return value.decode("latin-1")
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return value[7:].decode("latin-1").strip()
-    return None
+        if name == b"authorization" and bearer is None and value[:7].lower() == b"bearer ":
+            bearer = value[7:].decode("latin-1").strip()
+    return bearer
 
 
 _BODY_429 = json.dumps(
@@ -166,12 +168,7 @@ async def authenticate(request: Request, state: GatewayState) -> Principal:
     checked = request.scope.get("state", {}).get("principal")
     if isinstance(checked, Principal):
         return checked  # reject_flood authenticated and rate-limited it already
-    token = request.headers.get("x-api-key")
-    if token is None:
-        auth = request.headers.get("authorization", "")
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            token = value.strip()
+    token = _token_of(request.scope["headers"])
     if not token:
         raise GatewayError(
             401,
