@@ -39,7 +39,8 @@ def kafka(bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=bootstrap, request_timeout_s=5.0)
 
 
-def supplier_app(db_url: str, bootstrap: str) -> FastAPI:
+def supplier_app(db_url: str, bootstrap: str, *, allow_private: bool = True) -> FastAPI:
+    """`allow_private`: the test's webhook receiver listens on this machine."""
     return create_supplier(
         SupplierSettings(
             database_url=db_url,
@@ -48,6 +49,7 @@ def supplier_app(db_url: str, bootstrap: str) -> FastAPI:
             webhook_backoff_base_s=0.3,
             webhook_poll_s=0.05,
             webhook_timeout_s=3.0,
+            webhook_allow_private=allow_private,
         )
     )
 
@@ -429,3 +431,40 @@ async def test_pending_webhooks_survive_a_restart(private_broker: Any, tmp_path:
 
             items = await wait_until(delivered, what="delivery after restart")
     assert [a["status_code"] for a in items[0]["log"]] == [500, 200]
+
+
+async def test_a_webhook_into_our_own_network_is_refused(db_url: str, private_broker: Any) -> None:
+    """By default (production) a supplier cannot point its webhook at loopback, private or
+    link-local addresses: the service would be made to call into the cooperative's
+    network. Refused with 422 on the field; nothing is stored."""
+    app = supplier_app(db_url, private_broker.bootstrap_servers, allow_private=False)
+    async with running(app, "supplier") as sup:
+        for url in (
+            "http://127.0.0.1:8002/api/v1/outlets",
+            "http://localhost/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]:9/hook",
+            "http://10.0.0.8/hook",
+        ):
+            resp = await sup.post(
+                "/api/v1/suppliers",
+                json={
+                    "name": "Sneaky",
+                    "kind": "small_producer",
+                    "webhook_url": url,
+                    "webhook_secret": SECRET,
+                },
+            )
+            assert error_of(resp) == (422, "webhook_not_public", "webhook_url"), url
+        listed = await sup.get("/api/v1/suppliers")
+        assert listed.status_code == 200 and listed.json()["total"] == 0
+        ok = await sup.post(
+            "/api/v1/suppliers",
+            json={
+                "name": "Bu Sari Snacks",
+                "kind": "small_producer",
+                "webhook_url": "https://hooks.example.com/jejaring",
+                "webhook_secret": SECRET,
+            },
+        )
+        assert ok.status_code == 201, ok.text

@@ -9,7 +9,13 @@ import pytest
 
 from jejaring_shared.errors import ApiError
 from jejaring_supplier.domain.assignments import check_transition, reliability
-from jejaring_supplier.domain.webhooks import backoff_s, sign, verify
+from jejaring_supplier.domain.webhooks import (
+    address_refusal,
+    backoff_s,
+    host_refusal,
+    sign,
+    verify,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -90,3 +96,70 @@ def test_reliability_counts_on_time_over_decided() -> None:
     assert (r.assigned, r.shipped, r.on_time, r.declined, r.open) == (5, 2, 1, 1, 1)
     assert r.score == 0.25
     assert reliability([leg("assigned")], NOW).score is None
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "hooks.localhost",
+        "10.1.2.3",
+        "192.168.1.1",
+        "172.16.0.9",
+        "169.254.169.254",  # cloud metadata
+        "100.64.0.1",  # carrier-grade NAT
+        "0.0.0.0",
+        "[::1]",
+        "::ffff:127.0.0.1",
+        "fd00::1",
+        "224.0.0.1",
+    ],
+)
+def test_webhooks_into_our_own_network_are_refused(host: str) -> None:
+    assert host_refusal(host) is not None
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8", "hooks.example.com", "[2001:4860:4860::8888]"])
+def test_public_webhook_hosts_pass(host: str) -> None:
+    assert host_refusal(host) is None
+
+
+def test_a_name_is_judged_by_every_address_it_resolves_to() -> None:
+    assert address_refusal(["8.8.8.8", "2001:4860:4860::8888"]) is None
+    assert address_refusal(["8.8.8.8", "10.0.0.7"]) == "resolves to 10.0.0.7, not a public address"
+    assert address_refusal(["fe80::1%eth0"]) is not None
+
+
+async def test_a_delivery_to_a_name_that_resolves_inward_is_not_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import socket
+
+    import httpx
+
+    from jejaring_supplier.adapters.webhook_sender import post
+
+    async def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        address = {"inward.example": "10.0.0.5"}.get(host, "8.8.8.8")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(200)
+
+    delivery = {"id": "d1", "event": "e", "body": "{}", "secret": "s" * 16}
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        for url in ("http://inward.example/hook", "http://127.0.0.1:9/hook"):
+            out = await post(client, {**delivery, "url": url})
+            assert not out.ok and (out.error or "").startswith("refused: ")
+        assert sent == []
+        out = await post(client, {**delivery, "url": "https://hooks.example.com/hook"})
+        assert out.ok and sent == ["https://hooks.example.com/hook"]
+        # Local runs and tests opt in.
+        out = await post(client, {**delivery, "url": "http://127.0.0.1:9/h"}, allow_private=True)
+        assert out.ok

@@ -14,6 +14,14 @@ class SupplierSettings(ServiceSettings):
     webhook_backoff_max_s: float = Field(default=900.0, gt=0, description="Longest wait")
     webhook_poll_s: float = Field(default=0.5, gt=0, description="Sender poll when idle")
     webhook_batch: int = Field(default=20, ge=1, description="Deliveries sent at once")
+    webhook_allow_private: bool = Field(
+        default=False,
+        description=(
+            "Allow webhook URLs on loopback and private networks (local runs and tests); "
+            "off in production, so a supplier's URL cannot reach into the cooperative's "
+            "own network"
+        ),
+    )
     catalog_group: str = Field(
         default="supplier-catalog", description="Consumer group of catalog.events"
     )

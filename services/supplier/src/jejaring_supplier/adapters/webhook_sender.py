@@ -42,7 +42,28 @@ class Outcome:
     duration_ms: int
 
 
-async def post(client: httpx.AsyncClient, delivery: dict[str, Any]) -> Outcome:
+async def _refusal(url: str) -> str | None:
+    """Why this URL may not be called now (it names or resolves to a non-public address)."""
+    parsed = httpx.URL(url)
+    reason = webhooks.host_refusal(parsed.host)
+    if reason is not None:
+        return reason
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
+        )
+    except OSError as exc:
+        return f"cannot resolve {parsed.host}: {exc}"
+    return webhooks.address_refusal([str(info[4][0]) for info in infos])
+
+
+async def post(
+    client: httpx.AsyncClient, delivery: dict[str, Any], *, allow_private: bool = False
+) -> Outcome:
+    if not allow_private and (reason := await _refusal(delivery["url"])) is not None:
+        # Not sent: counted as a failed attempt, so a name that points inward for a while
+        # is tried again later and finally given up, like any receiver that is down.
+        return Outcome(False, None, f"refused: {reason}"[:500], 0)
     body = delivery["body"].encode()
     timestamp = str(int(time.time()))
     headers = {
@@ -160,7 +181,8 @@ async def _send_and_record(
     settings: SupplierSettings,
     due: list[dict[str, Any]],
 ) -> None:
-    outcomes = await asyncio.gather(*(post(client, d) for d in due))
+    allow = settings.webhook_allow_private
+    outcomes = await asyncio.gather(*(post(client, d, allow_private=allow) for d in due))
     for delivery, outcome in zip(due, outcomes, strict=True):
         await _record(uows, settings, delivery, outcome)
         if not outcome.ok:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jejaring_shared.app import UoW
+from jejaring_shared.app import UoW, runtime_of
 from jejaring_shared.contracts import utcnow
 from jejaring_shared.contracts.supplier import (
     AssignmentAccepted,
@@ -31,6 +31,7 @@ from ..adapters.tables import (
     webhook_attempts,
     webhook_deliveries,
 )
+from ..domain import webhooks
 from ..domain.assignments import Action, check_transition, reliability
 from .models import (
     AssignmentOut,
@@ -97,10 +98,17 @@ async def _page(
 
 
 @router.post("/suppliers", status_code=201)
-async def register_supplier(body: SupplierIn, uow: UoW) -> SupplierOut:
+async def register_supplier(body: SupplierIn, request: Request, uow: UoW) -> SupplierOut:
     """Register a community supplier (small producer, community manager or the DC)."""
     if body.webhook_url is not None and body.webhook_secret is None:
         raise ApiError(422, "required", "a webhook needs a secret to sign it", "webhook_secret")
+    settings = runtime_of(request).settings
+    if body.webhook_url is not None and not getattr(settings, "webhook_allow_private", False):
+        reason = webhooks.host_refusal(body.webhook_url.host or "")
+        if reason is not None:
+            raise ApiError(
+                422, "webhook_not_public", f"webhook URL refused: {reason}", "webhook_url"
+            )
     supplier_id = f"sup_{uuid.uuid4().hex[:16]}"
     row = {
         "id": supplier_id,
