@@ -120,3 +120,65 @@ async def test_every_caller_is_answered(tmp_path: Path, n: int) -> None:
             assert await conn.scalar(sa.select(sa.func.count()).select_from(restock_requests)) == n
     finally:
         await engine.dispose()
+
+
+async def test_a_batch_reads_the_network_once_and_each_match_sees_what_the_last_took(
+    tmp_path: Path,
+) -> None:
+    """Requests of one batch share one read of the network; each match takes its legs out
+    of it, so together they never give more than the donor can spare (25 on hand, reorder
+    point 10: 15), first come first served, as one at a time would. The destinations are
+    outlets transfer has not heard of yet (the read covers them too)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
+    engine = create_engine(url)
+    try:
+        await migrations.upgrade(engine, "jejaring_transfer.migrations")
+        now = datetime.now(UTC)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(outlets_view).values(
+                    outlet_id="donor", community="c1", status="active", updated_at=now
+                )
+            )
+            await conn.execute(
+                sa.insert(stock_view).values(
+                    outlet_id="donor",
+                    sku="rice",
+                    on_hand=25,
+                    reserved=0,
+                    available=25,
+                    reorder_point=10,
+                    updated_at=now,
+                )
+            )
+        statements: list[str] = []
+        sa.event.listen(
+            engine.sync_engine,
+            "before_cursor_execute",
+            lambda _c, _cur, sql, *_a: statements.append(sql),
+        )
+        intake = RestockIntake(
+            UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+        )
+        opened = await asyncio.gather(
+            *(
+                intake.submit(outlet_id=f"x{i}", sku="rice", quantity=4, needed_by=None, now=now)
+                for i in range(5)
+            )
+        )
+        async with engine.connect() as conn:
+            given = dict(
+                (
+                    await conn.execute(
+                        sa.select(restock_requests.c.outlet_id, sa.func.sum(legs.c.quantity))
+                        .join(legs, legs.c.request_id == restock_requests.c.id)
+                        .group_by(restock_requests.c.outlet_id)
+                    )
+                ).all()
+            )
+        assert all(not o.merged for o in opened)
+        assert given == {"x0": 4, "x1": 4, "x2": 4, "x3": 3}  # x4: nothing left to give
+        stock_reads = [s for s in statements if "FROM stock_view" in s]
+        assert len(stock_reads) == 1  # one batch, one read
+    finally:
+        await engine.dispose()

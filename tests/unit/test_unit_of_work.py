@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jejaring_shared import db as db_module
 from jejaring_shared import migrations
 from jejaring_shared.db import UnitOfWorkFactory, create_engine
 from jejaring_shared.metrics import BackboneMetrics
@@ -149,3 +150,43 @@ async def test_a_read_only_unit_does_not_wait_for_a_writer(engine: AsyncEngine) 
             assert rows.scalar() == 0  # the writer's row is not committed yet
             with pytest.raises(RuntimeError, match="read-only"):
                 reader.publish(probe.ThingHappened(key="k", seq=1), key="k")
+
+
+async def test_writers_of_one_process_take_turns_in_order(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a writing unit holds the process's write lock while open: the next writer
+    waits its turn (first come, first served; woken at once, not in sqlite's busy sleeps),
+    and one that waits longer than the busy timeout fails as sqlite would."""
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    order: list[str] = []
+
+    async def write(name: str, hold: asyncio.Event | None = None) -> None:
+        async with uows() as uow:
+            order.append(f"{name} in")
+            if hold is not None:
+                await hold.wait()
+            uow.session.add(probe.Effect(event_id=name, key="k", seq=len(order)))
+            await uow.commit()
+            order.append(f"{name} out")
+
+    hold = asyncio.Event()
+    first = asyncio.create_task(write("a", hold))
+    await asyncio.sleep(0.05)
+    others = [asyncio.create_task(write(n)) for n in ("b", "c")]
+    await asyncio.sleep(0.1)
+    assert order == ["a in"]  # b and c wait for a's turn to end
+    hold.set()
+    await asyncio.gather(first, *others)
+    assert order == ["a in", "a out", "b in", "b out", "c in", "c out"]
+
+    monkeypatch.setattr(db_module, "SQLITE_LOCK_TIMEOUT_S", 0.2)
+    hold = asyncio.Event()
+    holder = asyncio.create_task(write("d", hold))
+    await asyncio.sleep(0.05)
+    with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+        await write("e")
+    hold.set()
+    await holder
+    async with engine.connect() as conn:
+        assert await conn.scalar(sa.text("SELECT count(*) FROM effects")) == 4  # not e

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +30,16 @@ def is_sqlite(url: str) -> bool:
 
 
 READ_ONLY_OPTION = "jejaring_read_only"
+SQLITE_LOCK_TIMEOUT_S = 30.0
+"""As SQLite's own busy timeout (set on every connection below)."""
+
+# SQLite has one writer at a time. The writers of one process queue here, first come first
+# served, and each is woken the moment the lock is free. Left to SQLite, a waiter polls in
+# its busy handler with sleeps growing to 100 ms and loses the lock, again and again, to a
+# writer that begins right after its own commit: the relay starved behind the intake.
+_write_locks: weakref.WeakKeyDictionary[
+    sa.Engine, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+] = weakref.WeakKeyDictionary()
 
 
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
@@ -66,6 +78,33 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
 
 
 @contextlib.asynccontextmanager
+async def write_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """This process's turn to write to a SQLite database (nothing to wait for on PostgreSQL).
+
+    Every writing transaction of the services takes it (units of work, the relay), so they
+    queue in order instead of in SQLite's busy sleeps; another process writing the same file
+    still meets SQLite's busy timeout. Waiting longer than that timeout raises the
+    OperationalError SQLite itself would ("database is locked").
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    per_loop = _write_locks.setdefault(engine.sync_engine, weakref.WeakKeyDictionary())
+    lock = per_loop.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    try:
+        async with asyncio.timeout(SQLITE_LOCK_TIMEOUT_S):
+            await lock.acquire()
+    except TimeoutError:
+        raise sa.exc.OperationalError(
+            "BEGIN IMMEDIATE", None, TimeoutError("database is locked (write lock wait)")
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.asynccontextmanager
 async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection for reads only: on SQLite its transaction begins deferred, so it never
     waits for (or holds up) a writer."""
@@ -92,8 +131,12 @@ class UnitOfWork:
         on_commit: Callable[[], None] | None = None,
         registry: EventRegistry = REGISTRY,
         read_only: bool = False,
+        engine: AsyncEngine | None = None,
     ) -> None:
         self._sessions = sessions
+        self._engine = engine
+        """Given: a writing unit holds the process's SQLite write lock while it is open."""
+        self._lock: contextlib.AbstractAsyncContextManager[None] | None = None
         self._source = source
         self._read_only = read_only
         self._registry = registry
@@ -108,6 +151,10 @@ class UnitOfWork:
         return self._session
 
     async def __aenter__(self) -> UnitOfWork:
+        if not self._read_only and self._engine is not None:
+            lock = write_lock(self._engine)
+            await lock.__aenter__()
+            self._lock = lock
         self._session = self._sessions()
         if self._read_only:
             # Begin now, so the option is on the connection when its transaction starts.
@@ -121,11 +168,16 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         session, self._session = self.session, None
+        lock, self._lock = self._lock, None
         try:
             await session.rollback()  # no-op after a commit
         finally:
-            await session.close()
-            self._pending.clear()
+            try:
+                await session.close()
+            finally:
+                self._pending.clear()
+                if lock is not None:
+                    await lock.__aexit__(None, None, None)
 
     def publish(
         self,
@@ -203,4 +255,5 @@ class UnitOfWorkFactory:
             on_commit=self.on_commit,
             registry=self.registry,
             read_only=read_only,
+            engine=self.engine,
         )

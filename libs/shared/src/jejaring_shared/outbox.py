@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .contracts import utcnow
-from .db import is_sqlite, read_connection
+from .db import is_sqlite, read_connection, write_lock
 from .kafka import make_producer, start_bounded, stop_bounded
 from .metrics import BackboneMetrics
 from .settings import KafkaSettings
@@ -185,7 +185,7 @@ class OutboxRelay:
         ]
 
     async def _mark_published(self, ids: list[int]) -> None:
-        async with self._engine.begin() as conn:
+        async with write_lock(self._engine), self._engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # One array parameter instead of a thousand expanded ones.
                 await conn.execute(
@@ -269,7 +269,7 @@ class OutboxRelay:
         if now - self._last_prune < 60:
             return
         self._last_prune = now
-        async with self._engine.begin() as conn:
+        async with write_lock(self._engine), self._engine.begin() as conn:
             await conn.execute(
                 sa.delete(_OUTBOX).where(_T.published_at < utcnow() - self._retention)
             )

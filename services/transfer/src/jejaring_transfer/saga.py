@@ -108,6 +108,11 @@ class Ctx:
     now: datetime
     cause: Envelope | None = None
     policy: m.Policy = field(default_factory=m.Policy)
+    network: m.Network | None = None
+    """Read once for a batch of requests opened in this unit of work (see api/intake.py);
+    each match takes its allocations out, so the next sees what network_for would read."""
+    network_destinations: frozenset[str] = frozenset()
+    """The destinations `network` was read for (an unknown outlet is not in its outlets)."""
 
     async def conn(self) -> AsyncConnection:
         return await self.uow.session.connection()
@@ -458,13 +463,16 @@ async def match_request(
     rest = remainder(request, request_legs)
     if rest <= 0:
         return 0
-    network = await network_for(
-        conn,
-        [request["sku"]],
-        ctx.now,
-        destinations=[request["outlet_id"]],
-        products=None if product is None else {request["sku"]: product},
-    )
+    network = ctx.network
+    if network is None or not _covers(ctx, request):
+        ctx.network = None  # a match outside it would leave it stale: read afresh from now
+        network = await network_for(
+            conn,
+            [request["sku"]],
+            ctx.now,
+            destinations=[request["outlet_id"]],
+            products=None if product is None else {request["sku"]: product},
+        )
     need = m.Need(
         request["id"],
         request["outlet_id"],
@@ -474,7 +482,20 @@ async def match_request(
         aware(request["created_at"]),
     )
     result = m.match(need, network, ctx.now, ctx.policy, frozenset(request["excluded"]))
+    if network is ctx.network:
+        m.consume(network, result)
+        # As network_for reads them: an offer with nothing left is not a candidate.
+        network.offers = [o for o in network.offers if o.quantity > 0]
     return await apply_match(ctx, request, result, announce=announce)
+
+
+def _covers(ctx: Ctx, request: dict[str, Any]) -> bool:
+    """Was the batch's network read for this request's sku and destination?"""
+    return (
+        ctx.network is not None
+        and request["sku"] in ctx.network.products
+        and request["outlet_id"] in ctx.network_destinations
+    )
 
 
 async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, announce: bool) -> int:
