@@ -23,7 +23,15 @@ import asyncio
 import subprocess
 import time
 
-from bench.harness import REPEATS, Context, Result, median, spawn_service, stop_services
+from bench.harness import (
+    REPEATS,
+    Context,
+    Result,
+    median,
+    read_response,
+    spawn_service,
+    stop_services,
+)
 from jejaring_devtools.stats import percentile
 from jejaring_gateway.adapters.keystore import KeyStore
 
@@ -45,12 +53,7 @@ async def _connection(port: int, headers: str, n: int, lat: list[float]) -> None
             t0 = time.perf_counter()
             writer.write(request)
             await writer.drain()
-            status = int((await reader.readline()).split()[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
+            status, _body = await read_response(reader)
             if status != 200:
                 raise RuntimeError(f"status {status}")
             lat.append(time.perf_counter() - t0)

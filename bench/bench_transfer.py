@@ -37,6 +37,7 @@ from bench.harness import (
     DbKind,
     Result,
     median,
+    read_response,
     spawn_service,
     stop_services,
 )
@@ -252,12 +253,7 @@ class _Poster:
         try:
             writer.write(head + data)
             await writer.drain()
-            status = int((await reader.readline()).split()[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            payload = await reader.readexactly(length)
+            status, payload = await read_response(reader)
         except BaseException:
             writer.close()
             self._idle.put_nowait(await asyncio.open_connection("127.0.0.1", self._port))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jejaring_shared import migrations
 from jejaring_shared.db import UnitOfWorkFactory, create_engine
@@ -24,29 +25,35 @@ from jejaring_transfer.config import TransferSettings
 from jejaring_transfer.saga import Opened
 
 
+async def _donor(engine: AsyncEngine, now: datetime) -> None:
+    """One known outlet with 25 rice on hand and a reorder point of 10: 15 to give."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(outlets_view).values(
+                outlet_id="donor", community="c1", status="active", updated_at=now
+            )
+        )
+        await conn.execute(
+            sa.insert(stock_view).values(
+                outlet_id="donor",
+                sku="rice",
+                on_hand=25,
+                reserved=0,
+                available=25,
+                reorder_point=10,
+                updated_at=now,
+            )
+        )
+
+
 async def test_a_batch_commits_together_and_a_bad_request_fails_alone(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
     engine = create_engine(url)
     try:
         await migrations.upgrade(engine, "jejaring_transfer.migrations")
         now = datetime.now(UTC)
+        await _donor(engine, now)
         async with engine.begin() as conn:
-            await conn.execute(
-                sa.insert(outlets_view).values(
-                    outlet_id="donor", community="c1", status="active", updated_at=now
-                )
-            )
-            await conn.execute(
-                sa.insert(stock_view).values(
-                    outlet_id="donor",
-                    sku="rice",
-                    on_hand=25,
-                    reserved=0,
-                    available=25,
-                    reorder_point=10,
-                    updated_at=now,
-                )
-            )
             await conn.execute(
                 sa.insert(products_view).values(
                     sku="gone",
@@ -134,23 +141,7 @@ async def test_a_batch_reads_the_network_once_and_each_match_sees_what_the_last_
     try:
         await migrations.upgrade(engine, "jejaring_transfer.migrations")
         now = datetime.now(UTC)
-        async with engine.begin() as conn:
-            await conn.execute(
-                sa.insert(outlets_view).values(
-                    outlet_id="donor", community="c1", status="active", updated_at=now
-                )
-            )
-            await conn.execute(
-                sa.insert(stock_view).values(
-                    outlet_id="donor",
-                    sku="rice",
-                    on_hand=25,
-                    reserved=0,
-                    available=25,
-                    reorder_point=10,
-                    updated_at=now,
-                )
-            )
+        await _donor(engine, now)
         statements: list[str] = []
         sa.event.listen(
             engine.sync_engine,
