@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -67,3 +68,79 @@ async def test_a_streamed_body_is_not_sent_twice() -> None:
         with pytest.raises(httpx.RemoteProtocolError):
             await upstream.send(client, request, retries=2)
     assert seen == ["GET"]
+
+
+# -- the pool's network backend (adapters/netbackend.py), over real sockets ----------------
+
+
+class _Server:
+    """A local HTTP/1.1 server: answers each request with its own counter, and closes the
+    connection after `close_after` requests (as uvicorn does after its keep-alive)."""
+
+    def __init__(self, close_after: int = 1_000, delay_s: float = 0.0) -> None:
+        self.close_after = close_after
+        self.delay_s = delay_s
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            for n in range(self.close_after):
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    pass
+                if not line:
+                    return
+                await asyncio.sleep(self.delay_s)
+                body = f"{self.connections}.{n}".encode()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def _client(**timeouts: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=4, keepalive_expiry=5)
+    return httpx.AsyncClient(
+        transport=upstream.pooled_transport(limits), timeout=httpx.Timeout(5, **timeouts)
+    )
+
+
+async def test_the_pool_runs_on_asyncio_streams_and_keeps_connections_alive() -> None:
+    from jejaring_gateway.adapters.netbackend import AsyncioBackend
+
+    transport = upstream.pooled_transport(httpx.Limits())
+    assert isinstance(transport._pool._network_backend, AsyncioBackend)  # an httpx upgrade
+    server = _Server()
+    async with server as url, _client() as client:
+        bodies = [(await client.get(f"{url}/x")).text for _ in range(3)]
+    assert bodies == ["1.0", "1.1", "1.2"] and server.connections == 1
+
+
+async def test_a_connection_the_service_closed_is_not_reused() -> None:
+    server = _Server(close_after=1)
+    async with server as url, _client() as client:
+        first = (await client.get(f"{url}/x")).text
+        await asyncio.sleep(0.1)  # the service has closed it by now
+        second = (await client.get(f"{url}/x")).text
+    assert (first, second) == ("1.0", "2.0")
+
+
+async def test_errors_are_httpx_errors() -> None:
+    async with _Server() as url:
+        dead = url
+    async with _client() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"{dead}/x")
+    async with _Server(delay_s=1.0) as url, _client(read=0.2) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(f"{url}/x")

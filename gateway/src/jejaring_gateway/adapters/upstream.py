@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import httpcore
 import httpx
 
 from ..config import GatewaySettings
+from .netbackend import AsyncioBackend
 
 RETRY_BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 1.0)
 KEEPALIVE_EXPIRY_S = 4.0
@@ -19,23 +21,40 @@ def make_client(
     headers = {}
     if settings.internal_token is not None:
         headers["x-internal-token"] = settings.internal_token.get_secret_value()
+    limits = httpx.Limits(
+        max_connections=settings.upstream_max_connections,
+        max_keepalive_connections=min(
+            settings.upstream_max_keepalive, settings.upstream_max_connections
+        ),
+        # Below uvicorn's 5 s keep-alive in the services: a connection the service
+        # is closing must not be picked for the next request (a 502 under load).
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
         ),
-        limits=httpx.Limits(
-            max_connections=settings.upstream_max_connections,
-            max_keepalive_connections=min(
-                settings.upstream_max_keepalive, settings.upstream_max_connections
-            ),
-            # Below uvicorn's 5 s keep-alive in the services: a connection the service
-            # is closing must not be picked for the next request (a 502 under load).
-            keepalive_expiry=KEEPALIVE_EXPIRY_S,
-        ),
+        limits=limits,
         headers=headers,
         follow_redirects=False,
-        transport=transport,
+        transport=transport if transport is not None else pooled_transport(limits),
     )
+
+
+def pooled_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport, its connection pool on plain asyncio streams (netbackend.py).
+
+    httpx does not take a network backend as an argument, so the pool it built is replaced
+    by one with the same settings (httpx 0.28; tests/unit/test_gateway_upstream.py checks
+    that the pool is this one)."""
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport._pool = httpcore.AsyncConnectionPool(
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=AsyncioBackend(),
+    )
+    return transport
 
 
 async def send(
