@@ -145,9 +145,6 @@ async def _bench_db(ctx: Context, db: DbKind, seconds: float) -> Result:
             httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{ports['transfer']}", headers=headers, timeout=30
             ) as transfer,
-            # More connections than requests ever in flight: a request never waits for one
-            # (that wait would happen before transfer stamps created_at, unmeasured).
-            _Poster(ports["transfer"], CONNECTIONS) as poster,
         ):
             ctx.status(f"{db}: waiting for consumers, registering {DONORS} donors")
             for client in (stock, transfer):
@@ -181,7 +178,11 @@ async def _bench_db(ctx: Context, db: DbKind, seconds: float) -> Result:
                 label = f"{db} warm-up" if rep == 0 else f"{db} run {rep}/{REPEATS}"
                 n = int((seconds / 2 if rep == 0 else seconds) * RATE)
                 ctx.status(f"{label}: {n} restock requests at {RATE:.0f}/s")
-                ids = await _fire(poster, sku, f"{tag}-{rep}", n)
+                # More connections than requests ever in flight: a request never waits for
+                # one (that wait would come before transfer stamps created_at, unmeasured).
+                # Fresh for each run: uvicorn closes a connection idle for 5 s.
+                async with _Poster(ports["transfer"], CONNECTIONS) as poster:
+                    ids = await _fire(poster, sku, f"{tag}-{rep}", n)
                 lat = await _collect(engine, ids)
                 if rep:
                     latencies.append(lat)

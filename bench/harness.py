@@ -120,7 +120,10 @@ def stop_services(procs: list[subprocess.Popen[bytes]]) -> None:
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """Status and body of one HTTP/1.1 response with a content-length (what the services
     send), for the benchmarks' plain asyncio clients: httpx would be the bottleneck."""
-    status = int((await reader.readline()).split()[1])
+    line = await reader.readline()
+    if not line:
+        raise ConnectionError("the server closed the connection")
+    status = int(line.split()[1])
     length = 0
     while (line := await reader.readline()) not in (b"\r\n", b""):
         if line.lower().startswith(b"content-length:"):
