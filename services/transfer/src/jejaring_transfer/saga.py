@@ -100,17 +100,6 @@ def new_id(prefix: str) -> str:
 
 
 @dataclass
-class Prefetched:
-    """Read once for a batch of requests (api/intake.py) instead of once per request: the
-    product rows of its skus and the open requests of its `outlet:sku` keys (locked), None
-    where there is none. A request opened in the batch is added, so the next one with the
-    same key merges into it."""
-
-    products: dict[str, dict[str, Any] | None]
-    open_requests: dict[str, dict[str, Any] | None]
-
-
-@dataclass
 class Ctx:
     """One saga step: the unit of work, the time, the settings and the event that caused it."""
 
@@ -124,11 +113,6 @@ class Ctx:
     each match takes its allocations out, so the next sees what network_for would read."""
     network_destinations: frozenset[str] = frozenset()
     """The destinations `network` was read for (an unknown outlet is not in its outlets)."""
-    prefetched: Prefetched | None = None
-    """Product rows and open requests the intake read once for its batch."""
-    staged: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    """Requests opened in this step and not written yet, with their history rows: the first
-    match writes each with its outcome (one insert instead of an insert and an update)."""
 
     async def conn(self) -> AsyncConnection:
         return await self.uow.session.connection()
@@ -365,24 +349,17 @@ async def open_request(
     """Open a request, or merge it into the open one of the same outlet and sku; then match
     what is not yet taken care of."""
     conn = await ctx.conn()
-    pre = ctx.prefetched
-    if pre is not None and sku in pre.products:
-        product_row = pre.products[sku]
-    else:
-        product_row = await one(conn, sa.select(products_view).where(products_view.c.sku == sku))
+    product_row = await one(conn, sa.select(products_view).where(products_view.c.sku == sku))
     if product_row is not None and product_row["retired"]:
         raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
     product = product_from(product_row, sku)
     open_key = f"{outlet_id}:{sku}"
-    if pre is not None and open_key in pre.open_requests:
-        current = pre.open_requests[open_key]
-    else:
-        current = await one(
-            conn,
-            sa.select(restock_requests)
-            .where(restock_requests.c.open_key == open_key)
-            .with_for_update(),
-        )
+    current = await one(
+        conn,
+        sa.select(restock_requests)
+        .where(restock_requests.c.open_key == open_key)
+        .with_for_update(),
+    )
     if current is not None:
         total = m.round_request(current["requested_quantity"] + quantity, product)
         added = max(0, total - current["quantity"])
@@ -447,11 +424,12 @@ async def open_request(
         "created_at": ctx.now,
         "updated_at": ctx.now,
     }
+    await conn.execute(sa.insert(restock_requests).values(**row))
     reason = f"{origin}; requested {quantity}"
     if rounded != quantity:
         reason += f", rounded to {rounded} (case pack {product.case_pack}, "
         reason += f"minimum transfer {product.min_transfer_qty})"
-    ctx.staged[request_id] = [_history_row(request_id, "open", ctx.now, reason=reason)]
+    await ctx.history(request_id, "open", reason=reason)
     ctx.emit(
         RestockRequestOpened(
             request_id=request_id,
@@ -464,12 +442,6 @@ async def open_request(
     )
     # A new request has no legs yet.
     await match_request(ctx, row, announce=True, product=product, request_legs=[])
-    unwritten = ctx.staged.pop(request_id, None)
-    if unwritten is not None:  # nothing was matched: written as it is
-        await conn.execute(sa.insert(restock_requests).values(**row))
-        await conn.execute(sa.insert(saga_history), unwritten)
-    if pre is not None:
-        pre.open_requests[open_key] = row  # the same dict later matches update
     return Opened(request_id, False, rounded, str(row["status"]))
 
 
@@ -617,23 +589,17 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
     status = "matching"
     history = list(request["explanation"] or [])
     history.append(explanation)
-    changes = {"status": status, "attempts": attempt, "explanation": history, "updated_at": ctx.now}
-    staged = ctx.staged.pop(rid, None)
-    if staged is not None:
-        # Opened in this step: written once, as it stands after this match (before its
-        # legs, which refer to it).
-        await conn.execute(sa.insert(restock_requests).values(**{**request, **changes}))
     if leg_rows:
         await conn.execute(sa.insert(legs), leg_rows)
-    if staged is None:
-        await conn.execute(
-            sa.update(restock_requests).where(restock_requests.c.id == rid).values(**changes)
-        )
+    await conn.execute(
+        sa.update(restock_requests)
+        .where(restock_requests.c.id == rid)
+        .values(status=status, attempts=attempt, explanation=history, updated_at=ctx.now)
+    )
     if request["status"] != status:
         history_rows.append(
             _history_row(rid, status, ctx.now, from_state=request["status"], reason=result.strategy)
         )
-    history_rows = (staged or []) + history_rows
     if history_rows:
         await conn.execute(sa.insert(saga_history), history_rows)
     request.update(status=status, attempts=attempt, explanation=history)

@@ -21,13 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from jejaring_shared.db import UnitOfWork
 
 from .. import saga
-from ..adapters.tables import products_view, restock_requests
 from ..config import TransferSettings
 from ..domain import matching as m
 
@@ -91,40 +89,14 @@ class RestockIntake:
         async with self._uows() as uow:
             # One read of what matching needs for the whole batch (three queries instead of
             # three per request); each match then takes its legs out of it in memory.
-            conn = await uow.session.connection()
-            skus = sorted({item.sku for item in batch})
-            keys = sorted({f"{item.outlet_id}:{item.sku}" for item in batch})
-            product_rows = {
-                r["sku"]: r
-                for r in await saga.many(
-                    conn, sa.select(products_view).where(products_view.c.sku.in_(skus))
-                )
-            }
-            open_rows = {
-                r["open_key"]: r
-                for r in await saga.many(
-                    conn,
-                    sa.select(restock_requests)
-                    .where(restock_requests.c.open_key.in_(keys))
-                    .order_by(restock_requests.c.open_key)  # locks taken in one order
-                    .with_for_update(),
-                )
-            }
-            prefetched = saga.Prefetched(
-                products={sku: product_rows.get(sku) for sku in skus},
-                open_requests={key: open_rows.get(key) for key in keys},
-            )
             destinations = frozenset(item.outlet_id for item in batch)
             network = await saga.network_for(
-                conn,
-                skus,
+                await uow.session.connection(),
+                sorted({item.sku for item in batch}),
                 batch[0].now,
                 destinations=sorted(destinations),
-                products={sku: saga.product_from(product_rows.get(sku), sku) for sku in skus},
             )
-            opened = [
-                await self._open(uow, item, network, destinations, prefetched) for item in batch
-            ]
+            opened = [await self._open(uow, item, network, destinations) for item in batch]
             await uow.commit()
         return opened
 
@@ -158,15 +130,9 @@ class RestockIntake:
         item: _Pending,
         network: m.Network | None = None,
         destinations: frozenset[str] = frozenset(),
-        prefetched: saga.Prefetched | None = None,
     ) -> saga.Opened:
         ctx = saga.Ctx(
-            uow,
-            self._settings,
-            item.now,
-            network=network,
-            network_destinations=destinations,
-            prefetched=prefetched,
+            uow, self._settings, item.now, network=network, network_destinations=destinations
         )
         return await saga.open_request(
             ctx,
