@@ -43,7 +43,7 @@ from bench.harness import (
 )
 from jejaring_devtools.stats import percentile
 from jejaring_shared.app import INTERNAL_TOKEN_HEADER
-from jejaring_shared.db import create_engine
+from jejaring_shared.db import create_engine, read_connection
 from jejaring_shared.kafka import ensure_topics, make_producer, start_bounded, stop_bounded
 from jejaring_shared.settings import KafkaSettings
 
@@ -128,7 +128,8 @@ async def _bench_db(ctx: Context, db: DbKind, seconds: float) -> Result:
     rtts: list[float] = []
     procs: list[subprocess.Popen[bytes]] = []
     ports: dict[str, int] = {}
-    # The bench reads transfer's own timestamps straight from its database.
+    # The bench reads transfer's own timestamps straight from its database, with deferred
+    # reads only: on SQLite a plain connection would take the write lock from transfer.
     engine = create_engine(transfer_url)
     try:
         for name, (target, env) in services.items():
@@ -282,7 +283,7 @@ async def _fire(poster: _Poster, sku: str, tag: str, n: int) -> list[str]:
 async def _collect(engine: Any, ids: list[str], timeout: float = 120.0) -> list[float]:
     deadline = time.perf_counter() + timeout
     while True:
-        async with engine.connect() as conn:
+        async with read_connection(engine) as conn:
             rows = (
                 await conn.execute(
                     sa.text(
@@ -308,7 +309,7 @@ def _seconds(later: Any, earlier: Any) -> float:
 
 
 async def _scalar(engine: Any, sql: str, **params: Any) -> int:
-    async with engine.connect() as conn:
+    async with read_connection(engine) as conn:
         return int(await conn.scalar(sa.text(sql), params) or 0)
 
 

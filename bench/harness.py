@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -108,12 +109,14 @@ def stop_services(procs: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM each process group (a clean shutdown), SIGKILL what has not left in 15 s."""
     for proc in procs:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it may have just exited
+                os.killpg(proc.pid, signal.SIGTERM)
     for proc in procs:
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 

@@ -77,9 +77,13 @@ class _Server:
     """A local HTTP/1.1 server: answers each request with its own counter, and closes the
     connection after `close_after` requests (as uvicorn does after its keep-alive)."""
 
-    def __init__(self, close_after: int = 1_000, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, close_after: int = 1_000, delay_s: float = 0.0, parting: bytes = b""
+    ) -> None:
         self.close_after = close_after
         self.delay_s = delay_s
+        self.parting = parting
+        """Sent unasked before closing (as a server's 408 on an idle connection)."""
         self.connections = 0
         self.server: asyncio.Server | None = None
 
@@ -95,6 +99,7 @@ class _Server:
                 body = f"{self.connections}.{n}".encode()
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
                 await writer.drain()
+            writer.write(self.parting)
         finally:
             writer.close()
 
@@ -133,6 +138,16 @@ async def test_a_connection_the_service_closed_is_not_reused() -> None:
         await asyncio.sleep(0.1)  # the service has closed it by now
         second = (await client.get(f"{url}/x")).text
     assert (first, second) == ("1.0", "2.0")
+
+
+async def test_what_a_service_sent_unasked_is_never_the_next_answer() -> None:
+    stale = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 5\r\n\r\nstale"
+    server = _Server(close_after=1, parting=stale)
+    async with server as url, _client() as client:
+        first = await client.get(f"{url}/x")
+        await asyncio.sleep(0.1)
+        second = await client.get(f"{url}/x")
+    assert (first.text, second.status_code, second.text) == ("1.0", 200, "2.0")
 
 
 async def test_errors_are_httpx_errors() -> None:

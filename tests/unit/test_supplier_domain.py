@@ -142,6 +142,8 @@ async def test_a_delivery_to_a_name_that_resolves_inward_is_not_sent(
     from jejaring_supplier.adapters.webhook_sender import post
 
     async def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        if ".." in host:
+            raise UnicodeError("label empty or too long")  # what the real lookup raises
         address = {"inward.example": "10.0.0.5"}.get(host, "8.8.8.8")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
@@ -160,6 +162,10 @@ async def test_a_delivery_to_a_name_that_resolves_inward_is_not_sent(
         assert sent == []
         out = await post(client, {**delivery, "url": "https://hooks.example.com/hook"})
         assert out.ok and sent == ["https://hooks.example.com/hook"]
+        # A host that cannot even be looked up is a failed attempt, not an error that
+        # would keep the rest of the batch from being recorded.
+        out = await post(client, {**delivery, "url": "http://example..com/hook"})
+        assert not out.ok and (out.error or "").startswith("refused: ")
         # Local runs and tests opt in.
         out = await post(client, {**delivery, "url": "http://127.0.0.1:9/h"}, allow_private=True)
         assert out.ok

@@ -78,9 +78,18 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if info == "socket":
             return self._writer.get_extra_info("socket")
         if info == "is_readable":
-            # An idle pooled connection is "readable" when the service closed it: asyncio
-            # has already read that end of stream off the socket, so ask the reader.
-            return self._reader.at_eof() or self._writer.is_closing()
+            # An idle pooled connection is "readable" when the service closed it or sent
+            # something unasked (a 408 before closing): asyncio has already taken either
+            # off the socket into the reader, so ask the reader. Anything buffered while
+            # idle would be read as the next request's answer.
+            reader = self._reader
+            buffered = len(getattr(reader, "_buffer", b"")) > 0  # asyncio keeps no public count
+            return (
+                buffered
+                or reader.at_eof()
+                or reader.exception() is not None
+                or self._writer.is_closing()
+            )
         return None
 
 

@@ -46,9 +46,11 @@ def pooled_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
 
     httpx does not take a network backend as an argument, so the pool it built is replaced
     by one with the same settings (httpx 0.28; tests/unit/test_gateway_upstream.py checks
-    that the pool is this one)."""
+    that the pool is this one). As with any transport given explicitly, httpx reads no
+    proxy settings from the environment: the services are reached directly."""
     transport = httpx.AsyncHTTPTransport(limits=limits)
     transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),  # as httpx's own (SSL_CERT_FILE honoured)
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

@@ -465,7 +465,10 @@ async def match_request(
         return 0
     network = ctx.network
     if network is None or not _covers(ctx, request):
-        ctx.network = None  # a match outside it would leave it stale: read afresh from now
+        if network is not None:
+            # A match outside the batch's read (it covers every request of the batch, so
+            # only by an odd merge) would leave it stale: every later match reads afresh.
+            network.products.clear()
         network = await network_for(
             conn,
             [request["sku"]],

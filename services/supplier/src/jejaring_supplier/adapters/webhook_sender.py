@@ -44,16 +44,19 @@ class Outcome:
 
 async def _refusal(url: str) -> str | None:
     """Why this URL may not be called now (it names or resolves to a non-public address)."""
-    parsed = httpx.URL(url)
-    reason = webhooks.host_refusal(parsed.host)
-    if reason is not None:
-        return reason
     try:
+        parsed = httpx.URL(url)
+        # The name httpx will connect to (IDNA-encoded as httpx does it): resolving the
+        # Unicode form would let Python's older IDNA codec look up a different name.
+        host = parsed.raw_host.decode("ascii")
+        reason = webhooks.host_refusal(host)
+        if reason is not None:
+            return reason
         infos = await asyncio.get_running_loop().getaddrinfo(
-            parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
+            host, parsed.port or (443 if parsed.scheme == "https" else 80)
         )
-    except OSError as exc:
-        return f"cannot resolve {parsed.host}: {exc}"
+    except (OSError, UnicodeError, ValueError, httpx.InvalidURL) as exc:
+        return f"cannot resolve the webhook host: {exc}"
     return webhooks.address_refusal([str(info[4][0]) for info in infos])
 
 
@@ -182,8 +185,16 @@ async def _send_and_record(
     due: list[dict[str, Any]],
 ) -> None:
     allow = settings.webhook_allow_private
-    outcomes = await asyncio.gather(*(post(client, d, allow_private=allow) for d in due))
-    for delivery, outcome in zip(due, outcomes, strict=True):
+    outcomes = await asyncio.gather(
+        *(post(client, d, allow_private=allow) for d in due), return_exceptions=True
+    )
+    for delivery, result in zip(due, outcomes, strict=True):
+        # One delivery's unexpected error must not keep the others from being recorded.
+        outcome = (
+            result
+            if isinstance(result, Outcome)
+            else Outcome(False, None, f"{type(result).__name__}: {result}"[:500], 0)
+        )
         await _record(uows, settings, delivery, outcome)
         if not outcome.ok:
             log.info("webhook %s attempt failed: %s", delivery["id"], outcome.error)
