@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,18 @@ from jejaring_transfer.adapters.tables import (
 from jejaring_transfer.api.intake import RestockIntake
 from jejaring_transfer.config import TransferSettings
 from jejaring_transfer.saga import Opened
+
+
+@pytest.fixture
+async def transfer_db(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    """A migrated transfer database on SQLite: its engine and URL."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
+    engine = create_engine(url)
+    try:
+        await migrations.upgrade(engine, "jejaring_transfer.migrations")
+        yield engine, url
+    finally:
+        await engine.dispose()
 
 
 async def _donor(engine: AsyncEngine, now: datetime) -> None:
@@ -46,130 +59,117 @@ async def _donor(engine: AsyncEngine, now: datetime) -> None:
         )
 
 
-async def test_a_batch_commits_together_and_a_bad_request_fails_alone(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
-    engine = create_engine(url)
-    try:
-        await migrations.upgrade(engine, "jejaring_transfer.migrations")
-        now = datetime.now(UTC)
-        await _donor(engine, now)
-        async with engine.begin() as conn:
-            await conn.execute(
-                sa.insert(products_view).values(
-                    sku="gone",
-                    case_pack=1,
-                    min_transfer_qty=1,
-                    pareto_class="C",
-                    perishable=False,
-                    retired=True,
-                    updated_at=now,
-                )
+async def test_a_batch_commits_together_and_a_bad_request_fails_alone(
+    transfer_db: tuple[AsyncEngine, str],
+) -> None:
+    engine, url = transfer_db
+    now = datetime.now(UTC)
+    await _donor(engine, now)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(products_view).values(
+                sku="gone",
+                case_pack=1,
+                min_transfer_qty=1,
+                pareto_class="C",
+                perishable=False,
+                retired=True,
+                updated_at=now,
             )
-        intake = RestockIntake(
-            UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
         )
+    intake = RestockIntake(
+        UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+    )
 
-        async def submit(outlet_id: str, sku: str, quantity: int) -> Opened | ApiError:
-            try:
-                return await intake.submit(
-                    outlet_id=outlet_id, sku=sku, quantity=quantity, needed_by=None, now=now
-                )
-            except ApiError as exc:
-                return exc
+    async def submit(outlet_id: str, sku: str, quantity: int) -> Opened | ApiError:
+        try:
+            return await intake.submit(
+                outlet_id=outlet_id, sku=sku, quantity=quantity, needed_by=None, now=now
+            )
+        except ApiError as exc:
+            return exc
 
-        # All submitted at once: they share a batch, which the retired product breaks.
-        a, b, gone, a_again = await asyncio.gather(
-            submit("a", "rice", 10),
-            submit("b", "rice", 10),
-            submit("c", "gone", 1),
-            submit("a", "rice", 2),
-        )
-        assert isinstance(gone, ApiError) and gone.code == "product_retired"
-        assert isinstance(a, Opened) and isinstance(b, Opened) and isinstance(a_again, Opened)
-        assert (a.merged, b.merged, a_again.merged) == (False, False, True)
-        assert a_again.request_id == a.request_id and a_again.quantity == 12
+    # All submitted at once: they share a batch, which the retired product breaks.
+    a, b, gone, a_again = await asyncio.gather(
+        submit("a", "rice", 10),
+        submit("b", "rice", 10),
+        submit("c", "gone", 1),
+        submit("a", "rice", 2),
+    )
+    assert isinstance(gone, ApiError) and gone.code == "product_retired"
+    assert isinstance(a, Opened) and isinstance(b, Opened) and isinstance(a_again, Opened)
+    assert (a.merged, b.merged, a_again.merged) == (False, False, True)
+    assert a_again.request_id == a.request_id and a_again.quantity == 12
 
-        async with engine.connect() as conn:
-            requests = (
-                await conn.execute(sa.select(restock_requests.c.outlet_id).order_by("outlet_id"))
-            ).all()
-            taken = (
-                await conn.execute(sa.select(legs.c.request_id, legs.c.quantity).order_by("id"))
-            ).all()
-            outbox = await conn.scalar(sa.text("SELECT count(*) FROM outbox"))
-        assert [r.outlet_id for r in requests] == ["a", "b"]
-        # First come, and never below the donor's reorder point (25 - 10 = 15 to give): a
-        # takes 10, b the 5 left, a's merged +2 finds nothing.
-        assert sorted(q for _rid, q in taken) == [5, 10]
-        assert outbox and outbox > 0
-    finally:
-        await engine.dispose()
+    async with engine.connect() as conn:
+        requests = (
+            await conn.execute(sa.select(restock_requests.c.outlet_id).order_by("outlet_id"))
+        ).all()
+        taken = (
+            await conn.execute(sa.select(legs.c.request_id, legs.c.quantity).order_by("id"))
+        ).all()
+        outbox = await conn.scalar(sa.text("SELECT count(*) FROM outbox"))
+    assert [r.outlet_id for r in requests] == ["a", "b"]
+    # First come, and never below the donor's reorder point (25 - 10 = 15 to give): a
+    # takes 10, b the 5 left, a's merged +2 finds nothing.
+    assert sorted(q for _rid, q in taken) == [5, 10]
+    assert outbox and outbox > 0
 
 
 @pytest.mark.parametrize("n", [1, 70])
-async def test_every_caller_is_answered(tmp_path: Path, n: int) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
-    engine = create_engine(url)
-    try:
-        await migrations.upgrade(engine, "jejaring_transfer.migrations")
-        intake = RestockIntake(
-            UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+async def test_every_caller_is_answered(transfer_db: tuple[AsyncEngine, str], n: int) -> None:
+    engine, url = transfer_db
+    intake = RestockIntake(
+        UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+    )
+    now = datetime.now(UTC)
+    opened = await asyncio.gather(
+        *(
+            intake.submit(outlet_id=f"o{i}", sku="rice", quantity=1, needed_by=None, now=now)
+            for i in range(n)
         )
-        now = datetime.now(UTC)
-        opened = await asyncio.gather(
-            *(
-                intake.submit(outlet_id=f"o{i}", sku="rice", quantity=1, needed_by=None, now=now)
-                for i in range(n)
-            )
-        )
-        assert len({o.request_id for o in opened}) == n  # more than one batch when n > 64
-        async with engine.connect() as conn:
-            assert await conn.scalar(sa.select(sa.func.count()).select_from(restock_requests)) == n
-    finally:
-        await engine.dispose()
+    )
+    assert len({o.request_id for o in opened}) == n  # more than one batch when n > 64
+    async with engine.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(restock_requests)) == n
 
 
 async def test_a_batch_reads_the_network_once_and_each_match_sees_what_the_last_took(
-    tmp_path: Path,
+    transfer_db: tuple[AsyncEngine, str],
 ) -> None:
     """Requests of one batch share one read of the network; each match takes its legs out
     of it, so together they never give more than the donor can spare (25 on hand, reorder
     point 10: 15), first come first served, as one at a time would. The destinations are
     outlets transfer has not heard of yet (the read covers them too)."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
-    engine = create_engine(url)
-    try:
-        await migrations.upgrade(engine, "jejaring_transfer.migrations")
-        now = datetime.now(UTC)
-        await _donor(engine, now)
-        statements: list[str] = []
-        sa.event.listen(
-            engine.sync_engine,
-            "before_cursor_execute",
-            lambda _c, _cur, sql, *_a: statements.append(sql),
+    engine, url = transfer_db
+    now = datetime.now(UTC)
+    await _donor(engine, now)
+    statements: list[str] = []
+    sa.event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, sql, *_a: statements.append(sql),
+    )
+    intake = RestockIntake(
+        UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+    )
+    opened = await asyncio.gather(
+        *(
+            intake.submit(outlet_id=f"x{i}", sku="rice", quantity=4, needed_by=None, now=now)
+            for i in range(5)
         )
-        intake = RestockIntake(
-            UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+    )
+    async with engine.connect() as conn:
+        given = dict(
+            (
+                await conn.execute(
+                    sa.select(restock_requests.c.outlet_id, sa.func.sum(legs.c.quantity))
+                    .join(legs, legs.c.request_id == restock_requests.c.id)
+                    .group_by(restock_requests.c.outlet_id)
+                )
+            ).all()
         )
-        opened = await asyncio.gather(
-            *(
-                intake.submit(outlet_id=f"x{i}", sku="rice", quantity=4, needed_by=None, now=now)
-                for i in range(5)
-            )
-        )
-        async with engine.connect() as conn:
-            given = dict(
-                (
-                    await conn.execute(
-                        sa.select(restock_requests.c.outlet_id, sa.func.sum(legs.c.quantity))
-                        .join(legs, legs.c.request_id == restock_requests.c.id)
-                        .group_by(restock_requests.c.outlet_id)
-                    )
-                ).all()
-            )
-        assert all(not o.merged for o in opened)
-        assert given == {"x0": 4, "x1": 4, "x2": 4, "x3": 3}  # x4: nothing left to give
-        stock_reads = [s for s in statements if "FROM stock_view" in s]
-        assert len(stock_reads) == 1  # one batch, one read
-    finally:
-        await engine.dispose()
+    assert all(not o.merged for o in opened)
+    assert given == {"x0": 4, "x1": 4, "x2": 4, "x3": 3}  # x4: nothing left to give
+    stock_reads = [s for s in statements if "FROM stock_view" in s]
+    assert len(stock_reads) == 1  # one batch, one read
