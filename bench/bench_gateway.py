@@ -12,6 +12,13 @@ gateway.added_p99
     rounds' differences (a p99 of one round is its tenth-slowest request, and a stall of
     the SQLite catalog behind both moves it by several ms; the median of paired rounds
     keeps that noise out of the comparison).
+gateway.noisy_key_p99_ratio
+    One key floods a gateway with the default limits (50/s, bursts of 100) at 1,000 req/s
+    while another key, pacing itself under its limit, is timed one request at a time: p99
+    of its requests during the sustained flood over p99 with the flood off, in interleaved
+    blocks (`jejaring_devtools.flood.noisy_neighbour`; the flood's first 1.5 s, which
+    spends the burst, is not measured). The flood runs under SCHED_IDLE on one core, as if
+    it came from another machine. Goal: at most 2x.
 
 Each rep: direct -> gateway, so the two alternate and share drift. One warm-up rep first.
 The client is a plain asyncio HTTP/1.1 client (httpx would be the bottleneck).
@@ -32,6 +39,7 @@ from bench.harness import (
     spawn_service,
     stop_services,
 )
+from jejaring_devtools.flood import noisy_neighbour
 from jejaring_devtools.stats import percentile
 from jejaring_gateway.adapters.keystore import KeyStore
 
@@ -42,6 +50,9 @@ CONNECTIONS = 16
 TOKEN = "bench-internal-token-0123456789"
 GOAL_RATIO = 0.5
 GOAL_ADDED_MS = 5.0
+GOAL_NOISY_RATIO = 2.0
+BLOCKS_FULL, BLOCKS_QUICK = 8, 3
+SAMPLES_FULL, SAMPLES_QUICK = 150, 100
 PATH = "/api/v1/clusters"
 
 
@@ -85,6 +96,8 @@ async def run(ctx: Context) -> list[Result]:
     store = await KeyStore.open(gw_db)
     try:
         _rec, key = await store.issue("ops", None, "bench")
+        _rec, noisy = await store.issue("ops", None, "bench noisy")
+        _rec, quiet = await store.issue("ops", None, "bench quiet")
     finally:
         await store.close()
     common = {
@@ -137,6 +150,25 @@ async def run(ctx: Context) -> list[Result]:
                 p99 = await _p99(port, headers, m if rep else m // 4)
                 if rep:
                     p99s[side].append(p99)
+        ctx.status("the noisy-key flood against a gateway with the default limits")
+        limited, lport = spawn_service(
+            "jejaring_gateway.entrypoints.app:create_app",
+            {
+                **common,
+                "JEJARING_GATEWAY_DATABASE_URL": gw_db,
+                "JEJARING_GATEWAY_CATALOG_URL": f"http://127.0.0.1:{cport}",
+                "JEJARING_GATEWAY_EVENTS_ENABLED": "false",
+            },
+            workdir,
+            "gateway-limited",
+        )
+        procs.append(limited)
+        blocks, samples = (
+            (BLOCKS_QUICK, SAMPLES_QUICK) if ctx.quick else (BLOCKS_FULL, SAMPLES_FULL)
+        )
+        seen = await noisy_neighbour(
+            f"http://127.0.0.1:{lport}", noisy, quiet, blocks=blocks, samples=samples
+        )
     finally:
         stop_services(procs)
     direct, through = median(rates["direct"]), median(rates["gateway"])
@@ -177,5 +209,16 @@ async def run(ctx: Context) -> list[Result]:
                 "rounds": pairs,
                 "samples_ms": {k: [round(v * 1000, 3) for v in vs] for k, vs in p99s.items()},
             },
+        ),
+        Result(
+            name="gateway.noisy_key_p99_ratio",
+            value=round(seen.p99_ratio, 3),
+            unit="x unloaded p99",
+            reference="the quiet key's p99 with the flood off (ms), same run",
+            reference_value=round(percentile(seen.unloaded, 99) * 1000, 3),
+            ratio=round(seen.p99_ratio, 3),
+            goal=f"<= {GOAL_NOISY_RATIO}x while another key sends 1,000 req/s",
+            met=seen.p99_ratio <= GOAL_NOISY_RATIO,
+            extra={**seen.figures(), "blocks": blocks},
         ),
     ]
