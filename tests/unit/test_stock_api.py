@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from jejaring_stock.adapters import repository as repo
 from support.stock import (
     level,
     make_outlet,
@@ -152,6 +153,45 @@ async def test_concurrent_batches_count_each_line_once(
     assert sum(lv["on_hand"] for lv in stock_now) == 1 - 40 - 80 - 120
     check = (await client.get(f"/api/v1/outlets/{outlet}/ledger-check")).json()
     assert check == {"levels": 8, "mismatches": []}
+
+
+async def test_a_key_committed_while_a_batch_waits_for_its_lock_counts_once(
+    pg_database_url: str,
+) -> None:
+    """PostgreSQL's one-statement intake takes its snapshot before it waits for the level
+    lock, so it cannot see a key another transaction commits meanwhile: the unique index
+    (ON CONFLICT) must still skip it. Counted once, and on hand moves once per key."""
+    async with running_stock(stock_settings(pg_database_url, sweep_interval_s=3600)) as pair:
+        app, client = pair
+        outlet = await make_outlet(client)
+        await receive(client, outlet, "k0", 10)
+        engine = app.state.runtime.engine
+        now = datetime.now(UTC)
+
+        def row(key: str) -> dict[str, Any]:
+            return {"sku": "k0", "kind": "sale", "quantity": -1, "occurred_at": now,
+                    "idempotency_key": key}  # fmt: skip
+
+        async def second() -> set[str]:
+            async with engine.connect() as conn, conn.begin():
+                applied = await repo.apply_movements(
+                    conn, outlet, "pos", now, [row("race-1"), row("race-2")]
+                )
+                assert applied is not None
+                return applied[0]
+
+        async with engine.connect() as first:
+            txn = await first.begin()
+            applied = await repo.apply_movements(first, outlet, "pos", now, [row("race-1")])
+            assert applied is not None and applied[0] == {"race-1"}
+            waiting = asyncio.create_task(second())
+            await asyncio.sleep(0.5)
+            assert not waiting.done(), "the second batch should wait for the level lock"
+            await txn.commit()
+        assert await asyncio.wait_for(waiting, 10) == {"race-2"}
+        assert (await level(client, outlet, "k0"))["on_hand"] == 8
+        check = (await client.get(f"/api/v1/outlets/{outlet}/ledger-check")).json()
+        assert check == {"levels": 1, "mismatches": []}
 
 
 async def test_batch_for_an_unknown_outlet_writes_nothing(

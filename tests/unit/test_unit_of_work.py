@@ -1,8 +1,11 @@
-"""The unit of work and the outbox on SQLite: state and events commit together or not at all."""
+"""The unit of work and the outbox: state and events commit together or not at all (on
+SQLite; the tests taking `db_url` run on PostgreSQL too)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,34 @@ async def test_commit_writes_state_and_events_together(engine: AsyncEngine) -> N
     assert len(await probe.effects(engine)) == 1
     assert env.correlation_id == "req-1" and env.source == "probe"
     assert woken == [True]
+
+
+async def test_a_units_events_are_stored_in_the_order_published(db_url: str) -> None:
+    """On both databases (PostgreSQL writes them in one statement): the relay sends by id,
+    so ids must follow the order of publish(); bodies and times are stored as given."""
+    engine = create_engine(db_url)
+    try:
+        await migrations.upgrade(engine, "support.probe_migrations")
+        uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+        async with uows() as uow:
+            sent = [
+                uow.publish(probe.ThingHappened(key=f"k{i % 3}", seq=i), key=f"k{i % 3}")
+                for i in range(40)
+            ]
+            await uow.commit()
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.text("SELECT event_id, key, body, created_at FROM outbox ORDER BY id")
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [r[0] for r in rows] == [str(e.id) for e in sent]
+    assert [r[1] for r in rows] == [e.key for e in sent]
+    assert [json.loads(r[2])["payload"]["seq"] for r in rows] == list(range(40))
+    stored = rows[0][3] if isinstance(rows[0][3], datetime) else datetime.fromisoformat(rows[0][3])
+    assert stored.replace(tzinfo=UTC) == sent[0].occurred_at.astimezone(UTC)
 
 
 async def test_without_commit_nothing_is_written(engine: AsyncEngine) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -116,6 +117,17 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+_OUTBOX_COLUMNS = "event_id, topic, key, type, body, created_at"
+_PG_OUTBOX_INSERT = sa.text(
+    f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) SELECT {_OUTBOX_COLUMNS} "  # noqa: S608
+    "FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS (event_id text, topic text, "
+    "key text, type text, body text, created_at timestamptz)) "
+    # In the order published: the relay sends by id, and ids are drawn in this order.
+    f"WITH ORDINALITY AS v({_OUTBOX_COLUMNS}, n) ORDER BY n"
+)
+"""PostgreSQL: a unit of work's events in one statement, from one JSON parameter."""
+
+
 class UnitOfWork:
     """One transaction: the state change and the events it causes commit together.
 
@@ -208,22 +220,26 @@ class UnitOfWork:
         session = self.session
         events = list(self._pending)
         if events:
-            # One multi-row insert through Core: the relay never needs these as ORM objects.
+            # Through Core: the relay never needs these as ORM objects.
             conn = await session.connection()
-            await conn.execute(
-                sa.insert(OutboxRecord.__table__),  # type: ignore[attr-defined]
-                [
-                    {
-                        "event_id": str(e.id),
-                        "topic": self._registry.get(e.type).topic,
-                        "key": e.key,
-                        "type": e.type,
-                        "body": e.model_dump_json(),
-                        "created_at": e.occurred_at,
-                    }
-                    for e in events
-                ],
-            )
+            pg = conn.dialect.name == "postgresql"
+            rows = [
+                {
+                    "event_id": str(e.id),
+                    "topic": self._registry.get(e.type).topic,
+                    "key": e.key,
+                    "type": e.type,
+                    "body": e.model_dump_json(),
+                    "created_at": e.occurred_at.isoformat() if pg else e.occurred_at,
+                }
+                for e in events
+            ]
+            if pg:
+                # One statement for the lot: an executemany is a row-by-row insert on the
+                # server (5 ms for the hundred events of a 500-line POS batch).
+                await conn.execute(_PG_OUTBOX_INSERT, {"rows": json.dumps(rows)})
+            else:
+                await conn.execute(sa.insert(OutboxRecord.__table__), rows)  # type: ignore[attr-defined]
         await session.commit()
         self._pending.clear()
         if events and self._on_commit is not None:
