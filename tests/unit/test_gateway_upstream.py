@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from jejaring_gateway.adapters import upstream
+from jejaring_gateway.config import GatewaySettings
 
 
 def flaky(failures: list[Exception]) -> tuple[httpx.AsyncClient, list[str]]:
@@ -68,6 +69,23 @@ async def test_a_streamed_body_is_not_sent_twice() -> None:
         with pytest.raises(httpx.RemoteProtocolError):
             await upstream.send(client, request, retries=2)
     assert seen == ["GET"]
+
+
+async def test_a_cookie_a_service_sets_is_never_sent_on_later_requests() -> None:
+    """The gateway's one client serves every key: what one answer set must not reach the
+    service again on another caller's request."""
+    cookies: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        cookies.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "session=alice; Path=/"})
+
+    client = upstream.make_client(GatewaySettings(), transport=httpx.MockTransport(handler))
+    async with client:
+        for _ in range(2):
+            await upstream.send(client, client.build_request("GET", "http://s/x"), retries=0)
+    assert cookies == [None, None]
+    assert not client.cookies
 
 
 # -- the pool's network backend (adapters/netbackend.py), over real sockets ----------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
 import httpx
@@ -31,6 +32,9 @@ def make_client(
         keepalive_expiry=KEEPALIVE_EXPIRY_S,
     )
     return httpx.AsyncClient(
+        # One client serves every caller: a cookie a service set must never ride along on
+        # someone else's request. (No service sets one today.)
+        cookies=_no_cookies(),
         timeout=httpx.Timeout(
             settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
         ),
@@ -39,6 +43,12 @@ def make_client(
         follow_redirects=False,
         transport=transport if transport is not None else pooled_transport(limits),
     )
+
+
+def _no_cookies() -> CookieJar:
+    # Given to httpx as the jar itself (an httpx.Cookies would be copied into a new jar
+    # with the default policy).
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def pooled_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
