@@ -105,10 +105,12 @@ def distances_km(sources: Sequence[Source], sinks: Sequence[Sink]) -> np.ndarray
     return result
 
 
-def unit_costs(problem: Problem) -> np.ndarray:
-    """Per-unit cost of every source -> sink lane (integer rupiah, never negative)."""
+def unit_costs(problem: Problem, d: np.ndarray | None = None) -> np.ndarray:
+    """Per-unit cost of every source -> sink lane (integer rupiah, never negative), from
+    the distances `d` when the caller has them already."""
     c = problem.costs
-    d = distances_km(problem.sources, problem.sinks)
+    if d is None:
+        d = distances_km(problem.sources, problem.sinks)
     cost = np.rint(d * c.per_unit_km).astype(np.int64)
     cost += np.array([s.unit_price for s in problem.sources], dtype=np.int64)[:, None]
     expiring = np.array([s.expiring for s in problem.sources])
@@ -177,6 +179,10 @@ class _Net:
     arcs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # the non-lane arcs
     nodes: np.ndarray
     supplies: np.ndarray
+    # Computed once per sku and shared by the greedy start and the final evaluation.
+    dist: np.ndarray  # km, sources x sinks
+    unit: np.ndarray  # rupiah per unit, sources x sinks (unit_costs)
+    lane_of: np.ndarray  # sources x sinks -> lane index, -1 where there is no lane
 
     def value(self, x: np.ndarray) -> int:
         """True objective of lane flows `x` (packs): transport, price, trips, shortage."""
@@ -244,7 +250,9 @@ def _net(problem: Problem, k: int) -> _Net:
     demand = np.array([t.quantity for t in problem.sinks], dtype=np.int64)
     a, b = np.maximum(supply, 0) // pack, np.maximum(demand, 0) // pack
     c = problem.costs
-    per_pack = unit_costs(problem) * pack
+    dist = distances_km(problem.sources, problem.sinks)
+    unit = unit_costs(problem, dist)
+    per_pack = unit * pack
     short = c.shortage_per_unit * pack
     suppliers = np.array([s.unit_price > 0 for s in problem.sources], dtype=bool)
     li, lj = np.nonzero(_candidate_mask(per_pack, suppliers, max(k, 1)))
@@ -268,6 +276,8 @@ def _net(problem: Problem, k: int) -> _Net:
     ).astype(np.int64)
     supplies = np.concatenate((a, -b, [b.sum(), -a.sum()])).astype(np.int64)
     constant = int((np.maximum(demand, 0) - b * pack).sum()) * c.shortage_per_unit
+    lane_of = np.full(unit.shape, -1, dtype=np.int64)
+    lane_of[li, lj] = np.arange(li.size)
     return _Net(
         pack,
         minimum,
@@ -283,6 +293,9 @@ def _net(problem: Problem, k: int) -> _Net:
         (tails, heads, caps, costs),
         np.arange(supplies.size, dtype=np.int64),
         supplies,
+        dist,
+        unit,
+        lane_of,
     )
 
 
@@ -526,7 +539,7 @@ def plan_sku(
                 search.slope_scaling(start, rounds)
         if greedy:
             # Nearest-first matching is a good start where trips dominate (dense clusters).
-            search.polish(_lane_flows(net, _greedy_flows(problem)))
+            search.polish(_lane_flows(net, _greedy_flows(problem, net.unit, net.dist)))
         search.local_search(drops, swaps)
         for _ in range(restarts):
             search.kick(rng, share, drops, swaps)
@@ -592,11 +605,10 @@ def _plan_chunk(
 def _lane_flows(net: _Net, flows: dict[tuple[int, int], int]) -> np.ndarray:
     """Unit flows per (source, sink) as pack flows over the net's lanes (flows off its
     lanes are left out, which keeps them legal: only less is sent)."""
-    index = {(int(i), int(j)): n for n, (i, j) in enumerate(zip(net.li, net.lj, strict=True))}
     x = np.zeros(net.c.size, dtype=np.int64)
-    for pair, q in flows.items():
-        lane = index.get(pair)
-        if lane is not None:
+    for (i, j), q in flows.items():
+        lane = net.lane_of[i, j]
+        if lane >= 0:
             x[lane] = q // net.pack
     return x
 
@@ -604,7 +616,7 @@ def _lane_flows(net: _Net, flows: dict[tuple[int, int], int]) -> np.ndarray:
 def _plan_of(problem: Problem, net: _Net, x: np.ndarray) -> Plan:
     used = np.flatnonzero(x)
     flows = {(int(net.li[lane]), int(net.lj[lane])): int(x[lane]) * net.pack for lane in used}
-    return evaluate(problem, flows)
+    return evaluate(problem, flows, net.unit)
 
 
 def _solve_flow(
@@ -639,9 +651,13 @@ def _solve_flow(
     return [int(smcf.flow(a)) for a in range(len(lanes))]
 
 
-def evaluate(problem: Problem, flows: dict[tuple[int, int], int]) -> Plan:
-    """The true cost of a set of lane flows: transport, price, fixed costs, shortage."""
-    cost = unit_costs(problem)
+def evaluate(
+    problem: Problem, flows: dict[tuple[int, int], int], cost: np.ndarray | None = None
+) -> Plan:
+    """The true cost of a set of lane flows: transport, price, fixed costs, shortage.
+    `cost`: the problem's unit_costs, when the caller has them already."""
+    if cost is None:
+        cost = unit_costs(problem)
     received = [0] * len(problem.sinks)
     lines: list[Line] = []
     total = 0
@@ -844,18 +860,23 @@ def greedy_nearest(problem: Problem) -> Plan:
     return evaluate(problem, _greedy_flows(problem))
 
 
-def _greedy_flows(problem: Problem) -> dict[tuple[int, int], int]:
-    base = unit_costs(problem)
+def _greedy_flows(
+    problem: Problem, base: np.ndarray | None = None, dist: np.ndarray | None = None
+) -> dict[tuple[int, int], int]:
+    """`base` and `dist`: the problem's unit_costs and distances_km, when known."""
+    flows: dict[tuple[int, int], int] = {}
+    if not problem.sources:
+        return flows
+    if dist is None:
+        dist = distances_km(problem.sources, problem.sinks)
+    if base is None:
+        base = unit_costs(problem, dist)
     minimum = max(problem.min_quantity, problem.case_pack)
     left = [s.quantity for s in problem.sources]
-    flows: dict[tuple[int, int], int] = {}
-    dist = distances_km(problem.sources, problem.sinks) if problem.sources else None
+    nearest = np.argsort(dist, axis=0, kind="stable").T.tolist()  # per sink, nearest first
     for j, t in enumerate(problem.sinks):
         need = t.quantity
-        if dist is None:
-            break
-        for i in np.argsort(dist[:, j], kind="stable"):
-            i = int(i)
+        for i in nearest[j]:
             q = _round_down(min(left[i], need), problem.case_pack)
             if q < minimum or base[i, j] >= problem.costs.shortage_per_unit:
                 continue
