@@ -31,7 +31,8 @@ class Result:
     """One measured figure, next to the reference it is judged against."""
 
     name: str
-    value: float
+    value: float | None
+    """None when the measurement failed (its `error` says why)."""
     unit: str
     reference: str | None = None
     reference_value: float | None = None

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from jejaring_stock.adapters import repository as repo
@@ -155,6 +156,12 @@ async def test_concurrent_batches_count_each_line_once(
     assert check == {"levels": 8, "mismatches": []}
 
 
+_WAITING_FOR_A_LOCK = sa.text(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND wait_event_type = 'Lock'"
+)
+
+
 async def test_a_key_committed_while_a_batch_waits_for_its_lock_counts_once(
     pg_database_url: str,
 ) -> None:
@@ -185,8 +192,15 @@ async def test_a_key_committed_while_a_batch_waits_for_its_lock_counts_once(
             applied = await repo.apply_movements(first, outlet, "pos", now, [row("race-1")])
             assert applied is not None and applied[0] == {"race-1"}
             waiting = asyncio.create_task(second())
-            await asyncio.sleep(0.5)
-            assert not waiting.done(), "the second batch should wait for the level lock"
+            # Commit only once the second batch is queued on the level lock (so its
+            # statement began before the key was committed), not merely not yet sent.
+            for _ in range(200):
+                async with engine.connect() as probe:
+                    queued = (await probe.execute(_WAITING_FOR_A_LOCK)).scalar()
+                if queued or waiting.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert queued and not waiting.done(), "the second batch should wait for the lock"
             await txn.commit()
         assert await asyncio.wait_for(waiting, 10) == {"race-2"}
         assert (await level(client, outlet, "k0"))["on_hand"] == 8

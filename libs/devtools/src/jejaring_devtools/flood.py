@@ -52,11 +52,12 @@ async def _read_status(reader: asyncio.StreamReader) -> int:
 
 async def _connection(
     host: str, port: int, request: bytes, share: float, phase: float,
-    active: asyncio.Event, clock: _Clock,
+    active: asyncio.Event, clock: _Clock, opened: asyncio.Event,
 ) -> None:  # fmt: skip
     # Connection i of k sends at phase i/rate, then every k/rate: together an even stream,
     # not k requests landing at the same instant. Each start begins the schedule afresh.
     reader, writer = await asyncio.open_connection(host, port)
+    opened.set()
     n, epoch = 0, -1.0
     while not clock.stopping:
         if not active.is_set():
@@ -73,10 +74,14 @@ async def _connection(
             writer.write(request)
             await writer.drain()
             status = await _read_status(reader)
-        except (ConnectionError, IndexError, asyncio.IncompleteReadError):
-            # The server closed it while the flood was paused (keep-alive): a new one.
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            # The server closed it while the flood was paused (keep-alive), or an answer
+            # was unreadable: a new connection, and the others go on.
             writer.close()
-            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.1)  # refused: try again on the next turn
             continue
         n += 1
         clock.counts[status] = clock.counts.get(status, 0) + 1
@@ -108,17 +113,29 @@ async def _flood(url: str, key: str, rate: float) -> None:
     loop.add_signal_handler(signal.SIGUSR2, pause)
     loop.add_signal_handler(signal.SIGTERM, stop)
     share = rate / CONNECTIONS
+    opened = [asyncio.Event() for _ in range(CONNECTIONS)]
     conns = [
-        asyncio.create_task(_connection(host, int(port), request, share, i / rate, active, clock))
+        asyncio.create_task(
+            _connection(host, int(port), request, share, i / rate, active, clock, opened[i])
+        )
         for i in range(CONNECTIONS)
     ]
-    await asyncio.sleep(0)
+    # Ready once every connection is open, so the first start is not a catch-up burst.
+    await asyncio.gather(*(e.wait() for e in opened))
     print("ready", flush=True)
     await asyncio.gather(*conns)
     sent = sum(clock.counts.values())
     counts = {str(k): v for k, v in clock.counts.items()}
     rate_sent = sent / clock.flooding_s if clock.flooding_s else 0.0
     print(json.dumps({"sent": sent, "rate": rate_sent, "counts": counts}), flush=True)
+
+
+class QuietKeyRefused(Exception):
+    """The key under its limit was not answered 200 while another key flooded."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"the quiet key got {status}: {body[:300]}")
+        self.status = status
 
 
 @dataclass
@@ -155,7 +172,7 @@ async def quiet_latencies(url: str, key: str, n: int, interval: float) -> list[f
             resp = await client.get(PATH, headers={"x-api-key": key})
             lat.append(time.perf_counter() - t0)
             if resp.status_code != 200:
-                raise AssertionError(f"the quiet key got {resp.status_code}: {resp.text}")
+                raise QuietKeyRefused(resp.status_code, resp.text)
             await asyncio.sleep(interval)
     return lat
 
@@ -192,7 +209,15 @@ async def noisy_neighbour(
     finally:
         with contextlib.suppress(ProcessLookupError):
             loader.terminate()
-        out, _ = await loader.communicate()
+        try:
+            # Each connection ends after its request in flight: bounded, in case a
+            # server never answers it.
+            out, _ = await asyncio.wait_for(loader.communicate(), 15)
+        except (TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(ProcessLookupError):
+                loader.kill()
+            await loader.wait()
+            raise
     lines = out.splitlines()
     if not lines:
         raise RuntimeError(f"the flood ended without a report (exit {loader.returncode})")
