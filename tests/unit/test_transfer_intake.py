@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jejaring_shared import migrations
@@ -173,3 +174,62 @@ async def test_a_batch_reads_the_network_once_and_each_match_sees_what_the_last_
     assert given == {"x0": 4, "x1": 4, "x2": 4, "x3": 3}  # x4: nothing left to give
     stock_reads = [s for s in statements if "FROM stock_view" in s]
     assert len(stock_reads) == 1  # one batch, one read
+
+
+async def test_ids_with_colons_never_share_an_open_request(
+    transfer_db: tuple[AsyncEngine, str],
+) -> None:
+    """Ids may contain `:`; outlet "a:b" with sku "c" and outlet "a" with sku "b:c" are two
+    requests (the open key once joined them with `:`), while a repeat still merges."""
+    engine, url = transfer_db
+    intake = RestockIntake(
+        UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+    )
+    now = datetime.now(UTC)
+
+    async def submit(outlet_id: str, sku: str) -> Opened:
+        return await intake.submit(
+            outlet_id=outlet_id, sku=sku, quantity=1, needed_by=None, now=now
+        )
+
+    first = await submit("a:b", "c")
+    second = await submit("a", "b:c")
+    again = await submit("a:b", "c")
+    assert not first.merged and not second.merged and first.request_id != second.request_id
+    assert again.merged and again.request_id == first.request_id
+
+
+async def test_migration_0005_rewrites_the_open_keys(tmp_path: Path) -> None:
+    """Requests open before the upgrade keep their place: "outlet:sku" becomes "outlet|sku",
+    closed ones (no key) stay as they are."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(
+                lambda sync: command.upgrade(
+                    migrations.alembic_config("jejaring_transfer.migrations", sync), "0004"
+                )
+            )
+            now = datetime.now(UTC)
+            row = {
+                "sku": "c", "requested_quantity": 1, "quantity": 1, "expires_at": now,
+                "status": "open", "origin": "api", "received": 0, "merged": 0, "attempts": 0,
+                "excluded": [], "created_at": now, "updated_at": now,
+            }  # fmt: skip
+            await conn.execute(
+                sa.insert(restock_requests),
+                [
+                    {**row, "id": "open", "outlet_id": "a:b", "open_key": "a:b:c"},
+                    {**row, "id": "closed", "outlet_id": "x", "open_key": None},
+                ],
+            )
+        await migrations.upgrade(engine, "jejaring_transfer.migrations")
+        async with engine.connect() as conn:
+            result = await conn.execute(
+                sa.select(restock_requests.c.id, restock_requests.c.open_key)
+            )
+            keys = {rid: key for rid, key in result}
+    finally:
+        await engine.dispose()
+    assert keys == {"open": "a:b|c", "closed": None}

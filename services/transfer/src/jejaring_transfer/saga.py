@@ -147,6 +147,12 @@ class Ctx:
 # -- reading --------------------------------------------------------------------------------
 
 
+def open_key_of(outlet_id: str, sku: str) -> str:
+    """The key that holds one open request per outlet and sku. `|` is in neither id's
+    pattern, so two pairs never share it (ids may contain `:`: "a:b"+"c" and "a"+"b:c")."""
+    return f"{outlet_id}|{sku}"
+
+
 async def one(conn: AsyncConnection, stmt: Any) -> dict[str, Any] | None:
     row = (await conn.execute(stmt)).mappings().first()
     return dict(row) if row is not None else None
@@ -353,7 +359,7 @@ async def open_request(
     if product_row is not None and product_row["retired"]:
         raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
     product = product_from(product_row, sku)
-    open_key = f"{outlet_id}:{sku}"
+    open_key = open_key_of(outlet_id, sku)
     current = await one(
         conn,
         sa.select(restock_requests)
@@ -1011,7 +1017,7 @@ async def open_planned_request(
     open another request beside it; when another request is already open, it runs next
     to it instead of being merged (its source is fixed, the other's is not)."""
     conn = await ctx.conn()
-    open_key = f"{outlet_id}:{sku}"
+    open_key = open_key_of(outlet_id, sku)
     taken = await one(
         conn, sa.select(restock_requests.c.id).where(restock_requests.c.open_key == open_key)
     )

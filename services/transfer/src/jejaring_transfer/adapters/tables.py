@@ -101,7 +101,7 @@ restock_requests = sa.Table(
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("status", sa.String(30), nullable=False),
     sa.Column("origin", sa.String(20), nullable=False),
-    # "outlet_id:sku" while the request is open, NULL once closed: one open per outlet+sku.
+    # "outlet_id|sku" while the request is open, NULL once closed: one open per outlet+sku.
     sa.Column("open_key", sa.String(130), nullable=True, unique=True),
     sa.Column("received", sa.Integer, nullable=False),
     sa.Column("merged", sa.Integer, nullable=False),

@@ -139,7 +139,7 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
         open_now = await saga.one(
             conn,
             sa.select(restock_requests.c.id).where(
-                restock_requests.c.open_key == f"{p.outlet_id}:{p.sku}"
+                restock_requests.c.open_key == saga.open_key_of(p.outlet_id, p.sku)
             ),
         )
         if open_now is not None:
