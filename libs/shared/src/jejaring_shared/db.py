@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .contracts import REGISTRY, Envelope, EventRegistry, Payload, new_traceparent
+from .sqlite_driver import one_hop_creator
 from .tables import OutboxRecord
 
 
@@ -53,7 +54,13 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
         db = make_url(url).database
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+
+        def connect_args() -> tuple[Any, dict[str, Any]]:
+            args, kwargs = engine.sync_engine.dialect.create_connect_args(engine.url)
+            return args, {**kwargs, "timeout": SQLITE_LOCK_TIMEOUT_S}
+
+        # One worker-thread hop per statement instead of aiosqlite's four (sqlite_driver).
+        engine = create_async_engine(url, echo=echo, async_creator=one_hop_creator(connect_args))
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
