@@ -103,7 +103,10 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
     async def surplus(ctx: saga.Ctx, p: StockSurplus) -> None:
         # Stock writes stock.surplus before the level_changed of the same change: on a
         # level's first receipt the row is not projected yet, so create it (level_changed
-        # fills in the rest and leaves the maximum alone).
+        # fills in the rest; one without a maximum, from before it carried one, leaves
+        # this maximum alone). Until then its reorder point is unknown: taken as all it
+        # has, so no match in between takes it below its real one (a consumer batch may
+        # end between the two events).
         conn = await ctx.conn()
         done = await conn.execute(
             sa.update(stock_view)
@@ -118,7 +121,7 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
                     on_hand=p.available,
                     reserved=0,
                     available=p.available,
-                    reorder_point=0,
+                    reorder_point=max(p.available, 0),
                     maximum=p.maximum,
                     updated_at=ctx.now,
                 )
