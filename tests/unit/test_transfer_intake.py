@@ -13,18 +13,20 @@ from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jejaring_shared import migrations
-from jejaring_shared.db import UnitOfWorkFactory, create_engine
+from jejaring_shared.db import UnitOfWork, UnitOfWorkFactory, create_engine
 from jejaring_shared.errors import ApiError
 from jejaring_transfer.adapters.tables import (
     legs,
+    offers_view,
     outlets_view,
     products_view,
     restock_requests,
     stock_view,
+    suppliers_view,
 )
 from jejaring_transfer.api.intake import RestockIntake
 from jejaring_transfer.config import TransferSettings
-from jejaring_transfer.saga import Opened
+from jejaring_transfer.saga import Ctx, Opened, open_request
 
 
 @pytest.fixture
@@ -233,3 +235,86 @@ async def test_migration_0005_rewrites_the_open_keys(tmp_path: Path) -> None:
     finally:
         await engine.dispose()
     assert keys == {"open": "a:b|c", "closed": None}
+
+
+_WAITING_TO_MATCH = sa.text(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND wait_event_type = 'Lock'"
+)
+
+
+async def test_two_transactions_never_hand_out_one_offer_twice(pg_database_url: str) -> None:
+    """PostgreSQL, READ COMMITTED: a second transaction matching the same sku waits for the
+    first to end, then reads the leg it committed. Without that wait both read the offer's
+    10 units as free and both assigned them (nothing downstream refuses an offer's
+    excess, as stock refuses a donor's)."""
+    engine = create_engine(pg_database_url)
+    try:
+        await migrations.upgrade(engine, "jejaring_transfer.migrations")
+        now = datetime.now(UTC)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(suppliers_view).values(
+                    supplier_id="s1",
+                    community="c1",
+                    assigned=0,
+                    accepted=0,
+                    declined=0,
+                    timed_out=0,
+                    shipped=0,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                sa.insert(offers_view).values(
+                    offer_id="of1",
+                    supplier_id="s1",
+                    sku="oil",
+                    quantity=10,
+                    unit_price=1000,
+                    lead_time_hours=24,
+                    min_order=1,
+                    status="active",
+                    updated_at=now,
+                )
+            )
+        uows = UnitOfWorkFactory(engine, source="transfer")
+        settings = TransferSettings(database_url=pg_database_url)
+
+        async def request(uow: UnitOfWork, outlet_id: str) -> None:
+            await open_request(
+                Ctx(uow, settings, datetime.now(UTC)),
+                outlet_id=outlet_id,
+                sku="oil",
+                quantity=10,
+                needed_by=None,
+                origin="api",
+            )
+
+        async def second() -> None:
+            async with uows() as uow:
+                await request(uow, "b")
+                await uow.commit()
+
+        async with uows() as first:
+            await request(first, "a")  # the offer's 10 go to a, not committed yet
+            task = asyncio.create_task(second())
+            async with asyncio.timeout(20):
+                # b waits for a's transaction: before reading the offer (or, without the
+                # sku's lock, only at the supplier's row, after reading it as free).
+                while not task.done():
+                    async with engine.connect() as conn:
+                        if await conn.scalar(_WAITING_TO_MATCH):
+                            break
+                    await asyncio.sleep(0.05)
+            await first.commit()
+        await asyncio.wait_for(task, 20)
+        async with engine.connect() as conn:
+            given = (
+                await conn.execute(
+                    sa.select(legs.c.outlet_id, legs.c.quantity).where(legs.c.offer_id == "of1")
+                )
+            ).all()
+        assert [tuple(g) for g in given] == [("a", 10)]
+    finally:
+        await engine.dispose()

@@ -235,6 +235,27 @@ _HELD_OF_OFFER = (
 )
 
 
+# PostgreSQL: matching a sku is serialized across transactions (the intake's batches, the
+# consumers' re-matches, the deadline driver, other replicas). Under READ COMMITTED two
+# matches of one sku would otherwise both read the same spare stock and offer quantity and
+# both hand it out (stock refuses a donor's excess, but nothing refuses a supplier offer's).
+# With the sku's lock taken before the read, each reads what the previous one committed.
+# Transaction-scoped advisory locks, in hash order so two transactions of overlapping skus
+# take them in one order; (space, hash) keys never meet the relay's one-key leader lock.
+# SQLite needs none: a writing unit of work holds the process's write lock from its start.
+_MATCH_LOCK_SPACE = 0x4A4A4D31
+_LOCK_SKUS = sa.text(
+    "SELECT count(pg_advisory_xact_lock(:space, k)) FROM "
+    "(SELECT DISTINCT hashtext(s) AS k FROM unnest(CAST(:skus AS text[])) AS s ORDER BY k) AS q"
+)
+
+
+async def lock_skus_for_matching(conn: AsyncConnection, skus: Sequence[str]) -> None:
+    """Wait for any other transaction matching these skus to end (PostgreSQL)."""
+    if conn.dialect.name == "postgresql" and skus:
+        await conn.execute(_LOCK_SKUS, {"space": _MATCH_LOCK_SPACE, "skus": sorted(set(skus))})
+
+
 async def network_for(
     conn: AsyncConnection,
     skus: Sequence[str],
@@ -250,8 +271,11 @@ async def network_for(
     Only what matching needs is read, in three indexed queries: the stock rows of these
     skus (with what proposed legs hold at each donor), the outlets holding them plus
     `destinations` (every outlet when None), and the active offers with their suppliers.
-    `products` saves the products query when the caller has them already."""
+    `products` saves the products query when the caller has them already.
+
+    Every caller matches what it reads, so the skus are locked for matching first."""
     skus = list(skus)
+    await lock_skus_for_matching(conn, skus)
     stock = {
         (r["outlet_id"], r["sku"]): m.Stock(
             r["outlet_id"], r["sku"], r["available"] - r["pending"], r["reorder_point"]
