@@ -16,8 +16,13 @@ class KafkaSettings(BaseSettings):
 
     bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
     request_timeout_s: float = Field(default=10.0, gt=0, description="Bound on any Kafka call")
+    # How long the broker holds a fetch that finds nothing new. It answers at once when a
+    # message arrives, so this does not delay delivery (round trips measured equal at 20,
+    # 100, 200 and 500 ms, over one and six partitions); it sets how often an idle consumer
+    # asks. At 20 ms the idle stack (five processes, seven consumers) took 40% of a core,
+    # half of it in the broker; at 200 ms, 21%.
     fetch_max_wait_ms: int = Field(
-        default=20, ge=0, description="Consumer long-poll wait (aiokafka defaults to 500 ms)"
+        default=200, ge=0, description="Consumer long-poll wait (aiokafka defaults to 500 ms)"
     )
     partitions: int = Field(default=6, ge=1, description="Partitions for topics we create")
 
