@@ -8,6 +8,7 @@ import pytest
 
 from jejaring_shared.consumer import ConsumerRunner, _is_infrastructure, _Poison
 from jejaring_shared.contracts import Envelope
+from jejaring_shared.db import is_conflict
 from jejaring_shared.metrics import BackboneMetrics
 from jejaring_shared.settings import KafkaSettings
 from support import probe
@@ -80,3 +81,19 @@ def test_dependency_failures_are_retried_not_dead_lettered() -> None:
     assert _is_infrastructure(sa_exc.OperationalError("SELECT 1", {}, Exception("down")))
     assert not _is_infrastructure(ValueError("bad data"))
     assert not _is_infrastructure(sa_exc.IntegrityError("INSERT", {}, Exception("dup")))
+
+
+def test_a_lost_race_is_retried_not_dead_lettered() -> None:
+    """PostgreSQL's deadlock and serialization failures (as SQLAlchemy's asyncpg adapter
+    raises them: a plain DBAPIError whose orig carries the sqlstate)."""
+    import sqlalchemy.exc as sa_exc
+
+    class _PgError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    for state in ("40P01", "40001"):
+        assert is_conflict(sa_exc.DBAPIError("SELECT 1", {}, _PgError(state)))
+    assert not is_conflict(sa_exc.DBAPIError("SELECT 1", {}, _PgError("22P02")))
+    assert not is_conflict(ValueError("bad data"))

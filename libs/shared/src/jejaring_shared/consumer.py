@@ -28,7 +28,7 @@ from sqlmodel import col, select
 
 from .contracts import REGISTRY, Envelope, EventRegistry, Payload, utcnow
 from .contracts.topics import dead_letter_topic
-from .db import UnitOfWork, UnitOfWorkFactory
+from .db import UnitOfWork, UnitOfWorkFactory, is_conflict
 from .kafka import make_producer, start_bounded, stop_bounded
 from .metrics import BackboneMetrics
 from .settings import KafkaSettings
@@ -336,6 +336,10 @@ class ConsumerRunner:
                     if self._stopping.is_set():
                         raise  # leave uncommitted: redelivered after restart
                     log.warning("consumer %s: dependency down (%s); retrying", self.group_id, exc)
+                    attempt = 0
+                elif is_conflict(exc):
+                    # Not the message's fault: never a reason to dead-letter it.
+                    log.info("consumer %s: lost a race (%s); retrying", self.group_id, exc)
                     attempt = 0
                 elif attempt >= self._max_attempts:
                     detail = "".join(traceback.format_exception_only(exc)).strip()

@@ -31,6 +31,19 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+"""PostgreSQL's deadlock_detected and serialization_failure."""
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """The transaction lost a race with another one and was rolled back (PostgreSQL ended a
+    deadlock, or a serialization failure): run again, it goes through. SQLAlchemy's asyncpg
+    adapter raises these as a plain DBAPIError whose `orig` carries the sqlstate."""
+    return isinstance(exc, sa.exc.DBAPIError) and (
+        getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES
+    )
+
+
 READ_ONLY_OPTION = "jejaring_read_only"
 SQLITE_LOCK_TIMEOUT_S = 30.0
 """As SQLite's own busy timeout (set on every connection below)."""

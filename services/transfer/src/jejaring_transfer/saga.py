@@ -163,6 +163,15 @@ async def many(conn: AsyncConnection, stmt: Any) -> list[dict[str, Any]]:
 
 
 async def lock_request(conn: AsyncConnection, request_id: str) -> dict[str, Any] | None:
+    """The request's row, locked. On PostgreSQL its sku's matching lock comes first: every
+    transaction takes a sku's lock before a request's row, never the other way round, so a
+    step that re-matches never deadlocks with a match that moves the request."""
+    if conn.dialect.name == "postgresql":
+        sku = await conn.scalar(
+            sa.select(restock_requests.c.sku).where(restock_requests.c.id == request_id)
+        )
+        if sku is not None:
+            await lock_skus_for_matching(conn, [sku])
     return await one(
         conn,
         sa.select(restock_requests).where(restock_requests.c.id == request_id).with_for_update(),
@@ -384,6 +393,7 @@ async def open_request(
         raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
     product = product_from(product_row, sku)
     open_key = open_key_of(outlet_id, sku)
+    await lock_skus_for_matching(conn, [sku])  # before the request's row (see lock_request)
     current = await one(
         conn,
         sa.select(restock_requests)
@@ -726,6 +736,10 @@ async def move_leg(
     history and the event. Returns (leg, request) after the move, or None if it did not
     apply (unknown leg, or already past that state: a redelivery or a late answer)."""
     conn = await ctx.conn()
+    if conn.dialect.name == "postgresql":  # the sku's lock before the request's row
+        sku = await conn.scalar(sa.select(legs.c.sku).where(legs.c.id == leg_id))
+        if sku is not None:
+            await lock_skus_for_matching(conn, [sku])
     # Lock the leg's request first (found through the leg in the same statement), then
     # read the leg under that lock.
     request = await one(
@@ -1013,7 +1027,13 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
     for result in results:
         if result.allocations:
             request = await lock_request(conn, result.need.request_id)
-            if request is not None:
+            # Read before the skus' locks were held: a match that committed meanwhile may
+            # have covered it. Then it waits for the next round rather than get legs twice.
+            if (
+                request is not None
+                and request["status"] in OPEN_STATES
+                and remainder(request, await legs_of(conn, request["id"])) >= result.need.quantity
+            ):
                 given += await apply_match(ctx, request, result, announce=False)
     return given
 

@@ -16,13 +16,13 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jejaring_shared.app import UoW
 from jejaring_shared.contracts import utcnow
 from jejaring_shared.contracts.transfer import PlanLineApproved, PlanLineRejected, PlanProposed
-from jejaring_shared.db import UnitOfWork
+from jejaring_shared.db import UnitOfWork, is_conflict
 from jejaring_shared.errors import ApiError
 
 from .. import saga
@@ -374,6 +374,8 @@ async def _approve(
                     "id",
                 )
             ctx = saga.Ctx(uow, settings, now)
+            # Every sku of the approval at once, in the one order all matching uses.
+            await saga.lock_skus_for_matching(conn, sorted({line["sku"] for line in todo}))
             for line in todo:
                 request_id = await saga.open_planned_request(
                     ctx,
@@ -415,6 +417,10 @@ async def approve_plan(
         except IntegrityError:
             # A request for the same outlet and sku took the open key meanwhile: once more.
             if attempt == 2:
+                raise
+        except DBAPIError as exc:
+            # PostgreSQL ended a deadlock with a transaction matching these skus: once more.
+            if attempt == 2 or not is_conflict(exc):
                 raise
     raise AssertionError("unreachable")
 

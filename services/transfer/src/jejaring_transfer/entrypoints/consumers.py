@@ -101,31 +101,16 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
         )
 
     async def surplus(ctx: saga.Ctx, p: StockSurplus) -> None:
-        # Stock writes stock.surplus before the level_changed of the same change: on a
-        # level's first receipt the row is not projected yet, so create it (level_changed
-        # fills in the rest; one without a maximum, from before it carried one, leaves
-        # this maximum alone). Until then its reorder point is unknown: taken as all it
-        # has, so no match in between takes it below its real one (a consumer batch may
-        # end between the two events).
-        conn = await ctx.conn()
-        done = await conn.execute(
+        # Only the maximum of a level already projected. Stock writes stock.surplus just
+        # before the level_changed of the same change, which carries the maximum too; on a
+        # level's first receipt that event creates the row, with the reorder point. A row
+        # made here would have to guess the reorder point, and a match between the two
+        # events (a consumer batch may end there) could take the donor below it.
+        await (await ctx.conn()).execute(
             sa.update(stock_view)
             .where(stock_view.c.outlet_id == p.outlet_id, stock_view.c.sku == p.sku)
             .values(maximum=p.maximum)
         )
-        if done.rowcount == 0:
-            await conn.execute(
-                sa.insert(stock_view).values(
-                    outlet_id=p.outlet_id,
-                    sku=p.sku,
-                    on_hand=p.available,
-                    reserved=0,
-                    available=p.available,
-                    reorder_point=max(p.available, 0),
-                    maximum=p.maximum,
-                    updated_at=ctx.now,
-                )
-            )
 
     async def low(ctx: saga.Ctx, p: StockLow) -> None:
         """Auto-restock: open a request up to the outlet's maximum (or twice its reorder
