@@ -26,7 +26,7 @@ from jejaring_transfer.adapters.tables import (
 )
 from jejaring_transfer.api.intake import RestockIntake
 from jejaring_transfer.config import TransferSettings
-from jejaring_transfer.saga import Ctx, Opened, open_request
+from jejaring_transfer.saga import Ctx, Opened, lock_skus_for_matching, move_leg, open_request
 
 
 @pytest.fixture
@@ -237,10 +237,62 @@ async def test_migration_0005_rewrites_the_open_keys(tmp_path: Path) -> None:
     assert keys == {"open": "a:b|c", "closed": None}
 
 
-_WAITING_TO_MATCH = sa.text(
+_WAITING_FOR_A_LOCK = sa.text(
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
     "AND wait_event_type = 'Lock'"
 )
+
+
+async def _until_waiting(engine: AsyncEngine, task: asyncio.Task[None]) -> None:
+    """Until another transaction waits for a lock (or `task` ended without waiting)."""
+    async with asyncio.timeout(20):
+        while not task.done():
+            async with engine.connect() as conn:
+                if await conn.scalar(_WAITING_FOR_A_LOCK):
+                    return
+            await asyncio.sleep(0.05)
+
+
+async def _supplier_offer(engine: AsyncEngine) -> None:
+    """Supplier s1 offering 10 oil."""
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(suppliers_view).values(
+                supplier_id="s1",
+                community="c1",
+                assigned=0,
+                accepted=0,
+                declined=0,
+                timed_out=0,
+                shipped=0,
+                updated_at=now,
+            )
+        )
+        await conn.execute(
+            sa.insert(offers_view).values(
+                offer_id="of1",
+                supplier_id="s1",
+                sku="oil",
+                quantity=10,
+                unit_price=1000,
+                lead_time_hours=24,
+                min_order=1,
+                status="active",
+                updated_at=now,
+            )
+        )
+
+
+async def _ask_for_oil(uow: UnitOfWork, settings: TransferSettings, outlet_id: str) -> None:
+    await open_request(
+        Ctx(uow, settings, datetime.now(UTC)),
+        outlet_id=outlet_id,
+        sku="oil",
+        quantity=10,
+        needed_by=None,
+        origin="api",
+    )
 
 
 async def test_two_transactions_never_hand_out_one_offer_twice(pg_database_url: str) -> None:
@@ -251,45 +303,12 @@ async def test_two_transactions_never_hand_out_one_offer_twice(pg_database_url: 
     engine = create_engine(pg_database_url)
     try:
         await migrations.upgrade(engine, "jejaring_transfer.migrations")
-        now = datetime.now(UTC)
-        async with engine.begin() as conn:
-            await conn.execute(
-                sa.insert(suppliers_view).values(
-                    supplier_id="s1",
-                    community="c1",
-                    assigned=0,
-                    accepted=0,
-                    declined=0,
-                    timed_out=0,
-                    shipped=0,
-                    updated_at=now,
-                )
-            )
-            await conn.execute(
-                sa.insert(offers_view).values(
-                    offer_id="of1",
-                    supplier_id="s1",
-                    sku="oil",
-                    quantity=10,
-                    unit_price=1000,
-                    lead_time_hours=24,
-                    min_order=1,
-                    status="active",
-                    updated_at=now,
-                )
-            )
+        await _supplier_offer(engine)
         uows = UnitOfWorkFactory(engine, source="transfer")
         settings = TransferSettings(database_url=pg_database_url)
 
         async def request(uow: UnitOfWork, outlet_id: str) -> None:
-            await open_request(
-                Ctx(uow, settings, datetime.now(UTC)),
-                outlet_id=outlet_id,
-                sku="oil",
-                quantity=10,
-                needed_by=None,
-                origin="api",
-            )
+            await _ask_for_oil(uow, settings, outlet_id)
 
         async def second() -> None:
             async with uows() as uow:
@@ -299,14 +318,9 @@ async def test_two_transactions_never_hand_out_one_offer_twice(pg_database_url: 
         async with uows() as first:
             await request(first, "a")  # the offer's 10 go to a, not committed yet
             task = asyncio.create_task(second())
-            async with asyncio.timeout(20):
-                # b waits for a's transaction: before reading the offer (or, without the
-                # sku's lock, only at the supplier's row, after reading it as free).
-                while not task.done():
-                    async with engine.connect() as conn:
-                        if await conn.scalar(_WAITING_TO_MATCH):
-                            break
-                    await asyncio.sleep(0.05)
+            # b waits for a's transaction: before reading the offer (or, without the sku's
+            # lock, only at the supplier's row, after reading it as free).
+            await _until_waiting(engine, task)
             await first.commit()
         await asyncio.wait_for(task, 20)
         async with engine.connect() as conn:
@@ -316,5 +330,44 @@ async def test_two_transactions_never_hand_out_one_offer_twice(pg_database_url: 
                 )
             ).all()
         assert [tuple(g) for g in given] == [("a", 10)]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_leg_move_takes_its_skus_matching_lock_before_the_requests_row(
+    pg_database_url: str,
+) -> None:
+    """One lock order on PostgreSQL: a sku's matching lock, then a request's row. A leg
+    that fails and is re-matched used to lock the row first and the sku after, while the
+    deadline driver's re-match takes skus first and rows after: a deadlock."""
+    engine = create_engine(pg_database_url)
+    try:
+        await migrations.upgrade(engine, "jejaring_transfer.migrations")
+        await _supplier_offer(engine)
+        uows = UnitOfWorkFactory(engine, source="transfer")
+        settings = TransferSettings(database_url=pg_database_url)
+        async with uows() as uow:
+            await _ask_for_oil(uow, settings, "a")
+            await uow.commit()
+        async with engine.connect() as conn:
+            leg_id = await conn.scalar(sa.select(legs.c.id))
+
+        async def match_oil() -> None:
+            async with uows() as uow:
+                await lock_skus_for_matching(await uow.session.connection(), ["oil"])
+
+        async with uows() as moving:
+            moved = await move_leg(
+                Ctx(moving, settings, datetime.now(UTC)),
+                leg_id,
+                "accepted",
+                allowed_from=("proposed",),
+            )
+            assert moved is not None
+            task = asyncio.create_task(match_oil())
+            await _until_waiting(engine, task)
+            assert not task.done(), "the leg's move did not hold the sku's matching lock"
+            await moving.commit()
+        await asyncio.wait_for(task, 20)
     finally:
         await engine.dispose()
