@@ -350,7 +350,7 @@ async def test_a_leg_move_takes_its_skus_matching_lock_before_the_requests_row(
             await _ask_for_oil(uow, settings, "a")
             await uow.commit()
         async with engine.connect() as conn:
-            leg_id = await conn.scalar(sa.select(legs.c.id))
+            leg_id = str(await conn.scalar(sa.select(legs.c.id)))
 
         async def match_oil() -> None:
             async with uows() as uow:
