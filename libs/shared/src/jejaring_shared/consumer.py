@@ -339,6 +339,8 @@ class ConsumerRunner:
                     attempt = 0
                 elif is_conflict(exc):
                     # Not the message's fault: never a reason to dead-letter it.
+                    if self._stopping.is_set():
+                        raise  # leave uncommitted: redelivered after restart
                     log.info("consumer %s: lost a race (%s); retrying", self.group_id, exc)
                     attempt = 0
                 elif attempt >= self._max_attempts:

@@ -163,9 +163,12 @@ async def many(conn: AsyncConnection, stmt: Any) -> list[dict[str, Any]]:
 
 
 async def lock_request(conn: AsyncConnection, request_id: str) -> dict[str, Any] | None:
-    """The request's row, locked. On PostgreSQL its sku's matching lock comes first: every
-    transaction takes a sku's lock before a request's row, never the other way round, so a
-    step that re-matches never deadlocks with a match that moves the request."""
+    """The request's row, locked. On PostgreSQL its sku's matching lock comes first: a saga
+    step takes a sku's lock before a request's row, never the other way round, so a step
+    that re-matches does not deadlock with a match that moves the request. (A consumer
+    batch applies several steps in one transaction and can still hold one request's row
+    when it asks for another sku: PostgreSQL then ends the cycle, and the batch is applied
+    message by message.)"""
     if conn.dialect.name == "postgresql":
         sku = await conn.scalar(
             sa.select(restock_requests.c.sku).where(restock_requests.c.id == request_id)
@@ -731,12 +734,15 @@ async def move_leg(
     allowed_from: Sequence[str],
     reason: str | None = None,
     extra: dict[str, Any] | None = None,
+    lock_sku: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Move a leg (with its request locked) if it is in one of `allowed_from`; record the
     history and the event. Returns (leg, request) after the move, or None if it did not
-    apply (unknown leg, or already past that state: a redelivery or a late answer)."""
+    apply (unknown leg, or already past that state: a redelivery or a late answer).
+    `lock_sku=False`: the caller takes no other lock after this one (reserved, dispatched),
+    so it need not wait for the sku's matching lock first."""
     conn = await ctx.conn()
-    if conn.dialect.name == "postgresql":  # the sku's lock before the request's row
+    if lock_sku and conn.dialect.name == "postgresql":  # the sku's lock before the row
         sku = await conn.scalar(sa.select(legs.c.sku).where(legs.c.id == leg_id))
         if sku is not None:
             await lock_skus_for_matching(conn, [sku])
@@ -879,7 +885,7 @@ async def stop_request(ctx: Ctx, request_id: str, status: str, reason: str) -> d
 
 
 async def on_reserved(ctx: Ctx, leg_id: str) -> None:
-    moved = await move_leg(ctx, leg_id, "reserved", allowed_from=("proposed",))
+    moved = await move_leg(ctx, leg_id, "reserved", allowed_from=("proposed",), lock_sku=False)
     if moved is None:
         return
     _leg, request = moved
@@ -916,6 +922,7 @@ async def on_dispatched(ctx: Ctx, leg_id: str, quantity: int) -> None:
         "dispatched",
         allowed_from=("reserved",),
         extra={"sent_quantity": quantity},
+        lock_sku=False,
     )
 
 
@@ -1028,10 +1035,14 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
         if result.allocations:
             request = await lock_request(conn, result.need.request_id)
             # Read before the skus' locks were held: a match that committed meanwhile may
-            # have covered it. Then it waits for the next round rather than get legs twice.
+            # have covered it, or a source may have failed it since. Then it waits for the
+            # next round rather than get legs twice or go back to that source.
             if (
                 request is not None
                 and request["status"] in OPEN_STATES
+                and not any(
+                    f"{a.kind}:{a.source_id}" in request["excluded"] for a in result.allocations
+                )
                 and remainder(request, await legs_of(conn, request["id"])) >= result.need.quantity
             ):
                 given += await apply_match(ctx, request, result, announce=False)

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from jejaring_shared.db import UnitOfWork
+from jejaring_shared.db import UnitOfWork, is_conflict
 
 from .. import saga
 from ..config import TransferSettings
@@ -110,6 +110,12 @@ class RestockIntake:
                 # Two first requests for the same outlet and sku at once (another
                 # replica): the second, run again, merges.
                 if attempt == 1:
+                    continue
+                self._fail(item, exc)
+            except DBAPIError as exc:
+                # PostgreSQL ended a deadlock (two matches bumping suppliers' counters in
+                # other orders): run again, it goes through.
+                if attempt == 1 and is_conflict(exc):
                     continue
                 self._fail(item, exc)
             except Exception as exc:
