@@ -41,6 +41,17 @@ async def transfer_db(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, str]]:
         await engine.dispose()
 
 
+@pytest.fixture
+async def pg_transfer_db(pg_database_url: str) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    """A migrated transfer database on PostgreSQL: its engine and URL."""
+    engine = create_engine(pg_database_url)
+    try:
+        await migrations.upgrade(engine, "jejaring_transfer.migrations")
+        yield engine, pg_database_url
+    finally:
+        await engine.dispose()
+
+
 async def _donor(engine: AsyncEngine, now: datetime) -> None:
     """One known outlet with 25 rice on hand and a reorder point of 10: 15 to give."""
     async with engine.begin() as conn:
@@ -295,79 +306,70 @@ async def _ask_for_oil(uow: UnitOfWork, settings: TransferSettings, outlet_id: s
     )
 
 
-async def test_two_transactions_never_hand_out_one_offer_twice(pg_database_url: str) -> None:
+async def test_two_transactions_never_hand_out_one_offer_twice(
+    pg_transfer_db: tuple[AsyncEngine, str],
+) -> None:
     """PostgreSQL, READ COMMITTED: a second transaction matching the same sku waits for the
     first to end, then reads the leg it committed. Without that wait both read the offer's
     10 units as free and both assigned them (nothing downstream refuses an offer's
     excess, as stock refuses a donor's)."""
-    engine = create_engine(pg_database_url)
-    try:
-        await migrations.upgrade(engine, "jejaring_transfer.migrations")
-        await _supplier_offer(engine)
-        uows = UnitOfWorkFactory(engine, source="transfer")
-        settings = TransferSettings(database_url=pg_database_url)
+    engine, url = pg_transfer_db
+    await _supplier_offer(engine)
+    uows = UnitOfWorkFactory(engine, source="transfer")
+    settings = TransferSettings(database_url=url)
 
-        async def request(uow: UnitOfWork, outlet_id: str) -> None:
-            await _ask_for_oil(uow, settings, outlet_id)
+    async def second() -> None:
+        async with uows() as uow:
+            await _ask_for_oil(uow, settings, "b")
+            await uow.commit()
 
-        async def second() -> None:
-            async with uows() as uow:
-                await request(uow, "b")
-                await uow.commit()
-
-        async with uows() as first:
-            await request(first, "a")  # the offer's 10 go to a, not committed yet
-            task = asyncio.create_task(second())
-            # b waits for a's transaction: before reading the offer (or, without the sku's
-            # lock, only at the supplier's row, after reading it as free).
-            await _until_waiting(engine, task)
-            await first.commit()
-        await asyncio.wait_for(task, 20)
-        async with engine.connect() as conn:
-            given = (
-                await conn.execute(
-                    sa.select(legs.c.outlet_id, legs.c.quantity).where(legs.c.offer_id == "of1")
-                )
-            ).all()
-        assert [tuple(g) for g in given] == [("a", 10)]
-    finally:
-        await engine.dispose()
+    async with uows() as first:
+        await _ask_for_oil(first, settings, "a")  # the offer's 10 go to a, not committed yet
+        task = asyncio.create_task(second())
+        # b waits for a's transaction: before reading the offer (or, without the sku's
+        # lock, only at the supplier's row, after reading it as free).
+        await _until_waiting(engine, task)
+        await first.commit()
+    await asyncio.wait_for(task, 20)
+    async with engine.connect() as conn:
+        given = (
+            await conn.execute(
+                sa.select(legs.c.outlet_id, legs.c.quantity).where(legs.c.offer_id == "of1")
+            )
+        ).all()
+    assert [tuple(g) for g in given] == [("a", 10)]
 
 
 async def test_a_leg_move_takes_its_skus_matching_lock_before_the_requests_row(
-    pg_database_url: str,
+    pg_transfer_db: tuple[AsyncEngine, str],
 ) -> None:
     """One lock order on PostgreSQL: a sku's matching lock, then a request's row. A leg
     that fails and is re-matched used to lock the row first and the sku after, while the
     deadline driver's re-match takes skus first and rows after: a deadlock."""
-    engine = create_engine(pg_database_url)
-    try:
-        await migrations.upgrade(engine, "jejaring_transfer.migrations")
-        await _supplier_offer(engine)
-        uows = UnitOfWorkFactory(engine, source="transfer")
-        settings = TransferSettings(database_url=pg_database_url)
+    engine, url = pg_transfer_db
+    await _supplier_offer(engine)
+    uows = UnitOfWorkFactory(engine, source="transfer")
+    settings = TransferSettings(database_url=url)
+    async with uows() as uow:
+        await _ask_for_oil(uow, settings, "a")
+        await uow.commit()
+    async with engine.connect() as conn:
+        leg_id = str(await conn.scalar(sa.select(legs.c.id)))
+
+    async def match_oil() -> None:
         async with uows() as uow:
-            await _ask_for_oil(uow, settings, "a")
-            await uow.commit()
-        async with engine.connect() as conn:
-            leg_id = str(await conn.scalar(sa.select(legs.c.id)))
+            await lock_skus_for_matching(await uow.session.connection(), ["oil"])
 
-        async def match_oil() -> None:
-            async with uows() as uow:
-                await lock_skus_for_matching(await uow.session.connection(), ["oil"])
-
-        async with uows() as moving:
-            moved = await move_leg(
-                Ctx(moving, settings, datetime.now(UTC)),
-                leg_id,
-                "accepted",
-                allowed_from=("proposed",),
-            )
-            assert moved is not None
-            task = asyncio.create_task(match_oil())
-            await _until_waiting(engine, task)
-            assert not task.done(), "the leg's move did not hold the sku's matching lock"
-            await moving.commit()
-        await asyncio.wait_for(task, 20)
-    finally:
-        await engine.dispose()
+    async with uows() as moving:
+        moved = await move_leg(
+            Ctx(moving, settings, datetime.now(UTC)),
+            leg_id,
+            "accepted",
+            allowed_from=("proposed",),
+        )
+        assert moved is not None
+        task = asyncio.create_task(match_oil())
+        await _until_waiting(engine, task)
+        assert not task.done(), "the leg's move did not hold the sku's matching lock"
+        await moving.commit()
+    await asyncio.wait_for(task, 20)

@@ -169,12 +169,7 @@ async def lock_request(conn: AsyncConnection, request_id: str) -> dict[str, Any]
     batch applies several steps in one transaction and can still hold one request's row
     when it asks for another sku: PostgreSQL then ends the cycle, and the batch is applied
     message by message.)"""
-    if conn.dialect.name == "postgresql":
-        sku = await conn.scalar(
-            sa.select(restock_requests.c.sku).where(restock_requests.c.id == request_id)
-        )
-        if sku is not None:
-            await lock_skus_for_matching(conn, [sku])
+    await lock_sku_of(conn, restock_requests, request_id)
     return await one(
         conn,
         sa.select(restock_requests).where(restock_requests.c.id == request_id).with_for_update(),
@@ -266,6 +261,17 @@ async def lock_skus_for_matching(conn: AsyncConnection, skus: Sequence[str]) -> 
     """Wait for any other transaction matching these skus to end (PostgreSQL)."""
     if conn.dialect.name == "postgresql" and skus:
         await conn.execute(_LOCK_SKUS, {"space": _MATCH_LOCK_SPACE, "skus": sorted(set(skus))})
+
+
+async def lock_sku_of(conn: AsyncConnection, table: sa.Table, row_id: str) -> None:
+    """The same lock for the sku of a request or leg (`table`), found and taken in one
+    statement (PostgreSQL); nothing when the row does not exist."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.select(
+                sa.func.pg_advisory_xact_lock(_MATCH_LOCK_SPACE, sa.func.hashtext(table.c.sku))
+            ).where(table.c.id == row_id)
+        )
 
 
 async def network_for(
@@ -742,10 +748,8 @@ async def move_leg(
     `lock_sku=False`: the caller takes no other lock after this one (reserved, dispatched),
     so it need not wait for the sku's matching lock first."""
     conn = await ctx.conn()
-    if lock_sku and conn.dialect.name == "postgresql":  # the sku's lock before the row
-        sku = await conn.scalar(sa.select(legs.c.sku).where(legs.c.id == leg_id))
-        if sku is not None:
-            await lock_skus_for_matching(conn, [sku])
+    if lock_sku:  # the sku's lock before the request's row
+        await lock_sku_of(conn, legs, leg_id)
     # Lock the leg's request first (found through the leg in the same statement), then
     # read the leg under that lock.
     request = await one(
@@ -785,7 +789,7 @@ async def leg_failed(
     if moved is None:
         return False
     leg, request = moved
-    source = f"{leg['source_kind']}:{leg['source_id']}"
+    source = m.source_key(leg["source_kind"], leg["source_id"])
     excluded = list(request["excluded"])
     if source not in excluded:
         excluded.append(source)
@@ -1041,7 +1045,8 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
                 request is not None
                 and request["status"] in OPEN_STATES
                 and not any(
-                    f"{a.kind}:{a.source_id}" in request["excluded"] for a in result.allocations
+                    m.source_key(a.kind, a.source_id) in request["excluded"]
+                    for a in result.allocations
                 )
                 and remainder(request, await legs_of(conn, request["id"])) >= result.need.quantity
             ):

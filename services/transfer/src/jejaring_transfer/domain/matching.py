@@ -329,6 +329,11 @@ class Network:
         return (s for (_o, s_sku), s in self.stock.items() if s_sku == sku)
 
 
+def source_key(kind: str, source_id: str) -> str:
+    """How a failed source is kept in a request's exclusions ("outlet:<id>", "supplier:<id>")."""
+    return f"{kind}:{source_id}"
+
+
 def candidates_for(
     need: Need,
     network: Network,
@@ -346,7 +351,7 @@ def candidates_for(
         donor = network.outlets.get(stock.outlet_id)
         cand = Candidate("outlet", stock.outlet_id, None, 0)
         surplus = donor_surplus(stock)
-        if f"outlet:{stock.outlet_id}" in exclude:
+        if source_key("outlet", stock.outlet_id) in exclude:
             cand.excluded = "failed_before"
         elif donor is None:
             cand.excluded = "unknown_outlet"
@@ -375,7 +380,7 @@ def candidates_for(
             lead_time_hours=offer.lead_time_hours,
             unit_price=offer.unit_price,
         )
-        if f"supplier:{offer.supplier_id}" in exclude:
+        if source_key("supplier", offer.supplier_id) in exclude:
             cand.excluded = "failed_before"
         elif offer.valid_until is not None and offer.valid_until <= now:
             cand.excluded = "offer_expired"
