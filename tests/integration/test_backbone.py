@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -95,6 +96,29 @@ async def test_writes_while_broker_down_arrive_once_in_order(
     assert len(rows) == 5100
     assert len({r[0] for r in rows}) == 5100
     assert_in_order_per_key(rows)
+
+
+async def test_relay_puts_each_key_where_the_default_partitioner_does(
+    db_url: str, kafka_broker: Any, topic: str
+) -> None:
+    """The relay builds a record batch per partition itself: a key's events must land on
+    the partition any plain producer would choose, in the order they were written."""
+    app = probe_app(db_url, kafka_broker.bootstrap_servers, topic, consume=False)
+    async with running(app) as client:
+        await post_all(client, things(keys=40, per_key=5), per_request=50)
+        got = await read_all(kafka_broker.bootstrap_servers, topic, expect=200)
+    assert len(got) == 200
+    partitions = sorted({m.partition for m in got})
+    assert len(partitions) > 1  # the 40 keys spread over the topic's partitions
+    default = DefaultPartitioner()
+    all_partitions = list(range(6))  # KafkaSettings.partitions
+    seqs: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    for m in sorted(got, key=lambda m: (m.partition, m.offset)):
+        assert m.partition == default(m.key, all_partitions, all_partitions)
+        assert dict(m.headers)["event_type"] == b"probe.thing_happened"
+        seqs[m.key].append((m.partition, json.loads(m.value)["payload"]["seq"]))
+    for key, placed in seqs.items():
+        assert [seq for _p, seq in placed] == list(range(5)), key
 
 
 async def test_service_started_while_broker_down_catches_up(

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .contracts import utcnow
 from .db import is_sqlite, read_connection, write_lock
-from .kafka import make_producer, start_bounded, stop_bounded
+from .kafka import key_partition, make_producer, start_bounded, stop_bounded
 from .metrics import BackboneMetrics
 from .settings import KafkaSettings
 from .tables import OutboxRecord
@@ -34,6 +34,8 @@ from .tasks import finish, sleep_unless
 log = logging.getLogger(__name__)
 _OUTBOX: sa.Table = OutboxRecord.__table__  # type: ignore[attr-defined]
 _T = _OUTBOX.c
+_LEADER_CHECK_S = 0.5
+"""How often the leader checks that its lock's connection is still there (at most)."""
 
 
 class OutboxRelay:
@@ -64,6 +66,7 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._leader_conn: AsyncConnection | None = None
+        self._leader_checked = 0.0
         self._lock_key = zlib.crc32(f"jejaring-outbox-relay:{name}".encode())
         self._last_prune = 0.0
         self._producer_lock = asyncio.Lock()
@@ -173,16 +176,37 @@ class OutboxRelay:
 
     @staticmethod
     async def _send(producer: AIOKafkaProducer, rows: Sequence[Any]) -> list[Any]:
-        """Queue a batch on the producer (waits only for buffer space); returns ack futures."""
-        return [
-            await producer.send(
-                r.topic,
-                value=r.body.encode(),
-                key=r.key.encode(),
-                headers=[("event_type", r.type.encode()), ("event_id", r.event_id.encode())],
-            )
-            for r in rows
-        ]
+        """Queue a batch on the producer (waits only for buffer space); returns ack futures.
+
+        Rows go into one record batch per partition, in id order, instead of one send()
+        each: send() cost about 45 us an event (most of a relay's time), a batch append a
+        few. Partitions are chosen as the default partitioner does (murmur2 of the key), so
+        a key's events land where any other producer would put them.
+        """
+        batches: dict[tuple[str, int], Any] = {}
+        sends: list[Any] = []
+        partitions: dict[str, list[int]] = {}
+        for r in rows:
+            parts = partitions.get(r.topic)
+            if parts is None:
+                parts = partitions[r.topic] = sorted(await producer.partitions_for(r.topic))
+            key = r.key.encode()
+            tp = (r.topic, parts[key_partition(key, len(parts))])
+            headers = [("event_type", r.type.encode()), ("event_id", r.event_id.encode())]
+            value = r.body.encode()
+            batch = batches.get(tp)
+            if batch is None:
+                batch = batches[tp] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                # Full: send it and start the next one (order within the partition holds:
+                # the producer drains a partition's batches in the order they came).
+                sends.append(await producer.send_batch(batch, tp[0], partition=tp[1]))
+                batch = batches[tp] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    raise ValueError(f"event {r.event_id} is larger than a record batch")
+        for (topic, partition), batch in batches.items():
+            sends.append(await producer.send_batch(batch, topic, partition=partition))
+        return sends
 
     async def _mark_published(self, ids: list[int]) -> None:
         async with write_lock(self._engine), self._engine.begin() as conn:
@@ -227,9 +251,15 @@ class OutboxRelay:
         if is_sqlite(str(self._engine.url)):
             return True
         if self._leader_conn is not None:
+            now = asyncio.get_running_loop().time()
+            if now - self._leader_checked < _LEADER_CHECK_S:
+                # Under load a round follows every commit; a check each time was three
+                # round trips a round. A lost connection also fails the round's own reads.
+                return True
             try:  # the lock dies with its connection: make sure it is still there
                 await self._leader_conn.execute(sa.text("SELECT 1"))
                 await self._leader_conn.commit()
+                self._leader_checked = now
                 return True
             except Exception:
                 await self._release_leadership()
@@ -245,6 +275,7 @@ class OutboxRelay:
             raise
         if got:
             self._leader_conn = conn
+            self._leader_checked = asyncio.get_running_loop().time()
             return True
         await conn.close()
         return False
