@@ -12,7 +12,7 @@ from jejaring_gateway.adapters import upstream
 from jejaring_gateway.config import GatewaySettings
 
 
-def flaky(failures: list[Exception]) -> tuple[httpx.AsyncClient, list[str]]:
+def flaky(failures: list[Exception]) -> tuple[upstream.UpstreamClient, list[str]]:
     """A client whose first sends fail with `failures`, in order, then answer 200."""
     seen: list[str] = []
 
@@ -22,7 +22,7 @@ def flaky(failures: list[Exception]) -> tuple[httpx.AsyncClient, list[str]]:
             raise failures.pop(0)
         return httpx.Response(200, json={"ok": True})
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler)), seen
+    return upstream.UpstreamClient(transport=httpx.MockTransport(handler)), seen
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ BUFFER_RESPONSE_BYTES = 256 * 1024
 @dataclass
 class GatewayState:
     settings: GatewaySettings
-    client: httpx.AsyncClient
+    client: upstream.UpstreamClient
     keys: KeyStore
     limiter: RateLimiter
 
