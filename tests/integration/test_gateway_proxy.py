@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
 
+from jejaring_gateway.config import GatewaySettings
+from jejaring_gateway.entrypoints.app import create_app as create_gateway
 from support.gateway import TOKEN, gateway_stack
 
 
@@ -122,3 +125,33 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, kafka_bro
             'jejaring_gateway_requests_total{method="GET",resource="clusters",status="200"} 6.0'
             in scrape
         )
+
+
+class _Failing(httpx.AsyncBaseTransport):
+    """An upstream whose client code fails in a way the proxy does not expect."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("boom")
+
+
+async def test_an_unexpected_failure_is_a_json_500_and_is_counted(tmp_path: Path) -> None:
+    """Proxied requests skip FastAPI's stack (GatewayApp.proxied): its last-resort error
+    handling must still hold there."""
+    settings = GatewaySettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/gateway.db")
+    app = create_gateway(settings, transport=_Failing())
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+        keys = app.state.gateway.keys
+        _record, key = await keys.issue("ops", None, "test")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            resp = await client.get(
+                "/api/v1/products", headers={"x-api-key": key, "x-request-id": "r-500"}
+            )
+            assert resp.status_code == 500
+            assert resp.json()["error"]["code"] == "internal_error"
+            assert resp.headers["x-request-id"] == "r-500"
+            scrape = (await client.get("/metrics")).text
+    assert (
+        'jejaring_gateway_requests_total{method="GET",resource="products",status="500"} 1.0'
+        in scrape
+    )
