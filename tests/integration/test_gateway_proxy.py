@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from asgi_lifespan import LifespanManager
 
 from jejaring_gateway.config import GatewaySettings
@@ -155,3 +156,23 @@ async def test_an_unexpected_failure_is_a_json_500_and_is_counted(tmp_path: Path
         'jejaring_gateway_requests_total{method="GET",resource="products",status="500"} 1.0'
         in scrape
     )
+
+
+async def test_a_key_store_outage_is_a_503_as_on_fastapis_path(tmp_path: Path) -> None:
+    """The proxy's shortcut answers with the app's own handlers: a database error while
+    checking a key is 503 `database_unavailable`, as the services answer one."""
+    settings = GatewaySettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/gateway.db")
+    app = create_gateway(settings, transport=_Failing())
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+        keys = app.state.gateway.keys
+        _record, key = await keys.issue("ops", None, "test")
+
+        async def down(_token: str) -> None:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("database is down"))
+
+        keys.authenticate = down
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            resp = await client.get("/api/v1/products", headers={"x-api-key": key})
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "database_unavailable"

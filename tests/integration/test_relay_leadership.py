@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
 from jejaring_shared import migrations
 from jejaring_shared.db import create_engine
 from jejaring_shared.metrics import BackboneMetrics
 from jejaring_shared.outbox import OutboxRelay
 from jejaring_shared.settings import KafkaSettings
+from support.wait import wait_until
 
 
 async def test_leadership_moves_to_the_next_relay(pg_database_url: str) -> None:
@@ -26,3 +32,37 @@ async def test_leadership_moves_to_the_next_relay(pg_database_url: str) -> None:
         await first.stop()
         await second.stop()
         await engine.dispose()
+
+
+async def test_a_leader_whose_lock_connection_died_stops_at_its_next_round(
+    pg_database_url: str,
+) -> None:
+    """The server ending the lock's session frees the lock for another replica: the relay
+    must see it at its very next round (the SELECT 1 probe runs only every 0.5 s)."""
+    engine = create_engine(pg_database_url)
+    await migrations.upgrade(engine, "support.probe_migrations")
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    first = OutboxRelay(engine, kafka, name="probe", metrics=BackboneMetrics("probe"))
+    second = OutboxRelay(engine, kafka, name="probe", metrics=BackboneMetrics("probe"))
+    try:
+        assert await first._is_leader()
+        assert first._leader_conn is not None
+        raw = await first._leader_conn.get_raw_connection()
+        pid = raw.driver_connection.get_server_pid()  # type: ignore[union-attr]
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await conn.commit()
+        await wait_until(
+            lambda: _closed(raw.driver_connection), timeout=5, what="the session ended"
+        )
+        with pytest.raises(ConnectionError):
+            await first._is_leader()
+        assert await second._is_leader()
+    finally:
+        await first.stop()
+        await second.stop()
+        await engine.dispose()
+
+
+async def _closed(driver: Any) -> bool:
+    return bool(driver.is_closed())

@@ -1,4 +1,5 @@
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -68,13 +69,32 @@ async def _proxy_asgi(scope: Any, receive: Any, send: Any) -> None:
     request = Request(scope, receive)
     try:
         response = await proxy(request)
-    except Exception:
-        # As the app's own handler for the unexpected would answer (install_error_handlers).
-        log.exception("proxy failed: %s %s", scope["method"], scope["path"])
-        response = error_response(
-            GatewayError(500, "internal_error", "internal error"), request_id_of(request)
-        )
+    except Exception as exc:
+        # The app's handlers answer as on FastAPI's path (install_error_handlers: a database
+        # error, as when the key store is down, is a 503 there, not a 500).
+        handler = _handler_for(scope["app"], exc)
+        if handler is None:
+            log.exception("proxy failed: %s %s", scope["method"], scope["path"])
+            response = error_response(
+                GatewayError(500, "internal_error", "internal error"), request_id_of(request)
+            )
+        else:
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
+            # Every answer of the proxy carries the request id, errors included.
+            response.headers["x-request-id"] = request_id_of(request)
     await response(scope, receive, send)
+
+
+def _handler_for(app: FastAPI, exc: Exception) -> Any:
+    """The app's exception handler for `exc`, most specific class first, as Starlette's
+    ExceptionMiddleware and ServerErrorMiddleware pick it."""
+    for cls in type(exc).__mro__:
+        handler = app.exception_handlers.get(cls)
+        if handler is not None:
+            return handler
+    return None
 
 
 def create_app(
@@ -129,7 +149,7 @@ def create_app(
     app.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
     app.add_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
     app.add_route(EVENT_STREAM, event_stream, methods=["GET"], include_in_schema=False)
-    # Reached only by what _is_proxied leaves to FastAPI (none today; kept as the route).
+    # Reached only by what _is_proxied leaves to FastAPI (under a root path, for instance).
     app.add_route("/api/v1/{path:path}", proxy, methods=PROXY_METHODS, include_in_schema=False)
     app.proxied = MetricsMiddleware(_proxy_asgi, metrics=metrics)
     static = resources.files("jejaring_gateway") / "static" / "dashboard"

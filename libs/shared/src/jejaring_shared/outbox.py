@@ -199,11 +199,12 @@ class OutboxRelay:
                 batch = batches[tp] = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 # Full: send it and start the next one (order within the partition holds:
-                # the producer drains a partition's batches in the order they came).
+                # the producer drains a partition's batches in the order they came). An
+                # empty batch takes any record; one the broker finds too large fails the
+                # round, as send() refusing it did.
                 sends.append(await producer.send_batch(batch, tp[0], partition=tp[1]))
                 batch = batches[tp] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    raise ValueError(f"event {r.event_id} is larger than a record batch")
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
         for (topic, partition), batch in batches.items():
             sends.append(await producer.send_batch(batch, topic, partition=partition))
         return sends
@@ -252,11 +253,16 @@ class OutboxRelay:
             return True
         if self._leader_conn is not None:
             now = asyncio.get_running_loop().time()
-            if now - self._leader_checked < _LEADER_CHECK_S:
-                # Under load a round follows every commit; a check each time was three
-                # round trips a round. A lost connection also fails the round's own reads.
-                return True
             try:  # the lock dies with its connection: make sure it is still there
+                raw = await self._leader_conn.get_raw_connection()
+                driver = raw.driver_connection
+                if driver is None or driver.is_closed():
+                    raise ConnectionError("the relay's lock connection was closed")
+                if now - self._leader_checked < _LEADER_CHECK_S:
+                    # Under load a round follows every commit: asking the server each time
+                    # was three round trips a round. A connection the server closed shows
+                    # as closed at once (asyncpg reads its socket all the time).
+                    return True
                 await self._leader_conn.execute(sa.text("SELECT 1"))
                 await self._leader_conn.commit()
                 self._leader_checked = now
