@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jejaring_shared import migrations
 from jejaring_shared.db import create_engine
@@ -15,23 +18,30 @@ from jejaring_shared.settings import KafkaSettings
 from support.wait import wait_until
 
 
-async def test_leadership_moves_to_the_next_relay(pg_database_url: str) -> None:
-    engine = create_engine(pg_database_url)
+@asynccontextmanager
+async def two_relays(url: str) -> AsyncIterator[tuple[AsyncEngine, OutboxRelay, OutboxRelay]]:
+    """Two replicas' relays of one service on one engine (Kafka is never reached)."""
+    engine = create_engine(url)
     await migrations.upgrade(engine, "support.probe_migrations")
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
     first = OutboxRelay(engine, kafka, name="probe", metrics=BackboneMetrics("probe"))
     second = OutboxRelay(engine, kafka, name="probe", metrics=BackboneMetrics("probe"))
     try:
+        yield engine, first, second
+    finally:
+        await first.stop()
+        await second.stop()
+        await engine.dispose()
+
+
+async def test_leadership_moves_to_the_next_relay(pg_database_url: str) -> None:
+    async with two_relays(pg_database_url) as (_engine, first, second):
         assert await first._is_leader()
         assert not await second._is_leader()
         # Same engine, same pool: the lock must not stay behind on a pooled connection.
         await first.stop()
         assert await second._is_leader()
         assert not await first._is_leader()
-    finally:
-        await first.stop()
-        await second.stop()
-        await engine.dispose()
 
 
 async def test_a_leader_whose_lock_connection_died_stops_at_its_next_round(
@@ -39,12 +49,7 @@ async def test_a_leader_whose_lock_connection_died_stops_at_its_next_round(
 ) -> None:
     """The server ending the lock's session frees the lock for another replica: the relay
     must see it at its very next round (the SELECT 1 probe runs only every 0.5 s)."""
-    engine = create_engine(pg_database_url)
-    await migrations.upgrade(engine, "support.probe_migrations")
-    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    first = OutboxRelay(engine, kafka, name="probe", metrics=BackboneMetrics("probe"))
-    second = OutboxRelay(engine, kafka, name="probe", metrics=BackboneMetrics("probe"))
-    try:
+    async with two_relays(pg_database_url) as (engine, first, second):
         assert await first._is_leader()
         assert first._leader_conn is not None
         raw = await first._leader_conn.get_raw_connection()
@@ -58,10 +63,6 @@ async def test_a_leader_whose_lock_connection_died_stops_at_its_next_round(
         with pytest.raises(ConnectionError):
             await first._is_leader()
         assert await second._is_leader()
-    finally:
-        await first.stop()
-        await second.stop()
-        await engine.dispose()
 
 
 async def _closed(driver: Any) -> bool:
