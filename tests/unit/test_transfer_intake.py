@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,10 +30,9 @@ from jejaring_transfer.config import TransferSettings
 from jejaring_transfer.saga import Ctx, Opened, lock_skus_for_matching, move_leg, open_request
 
 
-@pytest.fixture
-async def transfer_db(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, str]]:
-    """A migrated transfer database on SQLite: its engine and URL."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
+@asynccontextmanager
+async def _migrated(url: str) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    """A migrated transfer database at `url`: its engine (disposed after) and URL."""
     engine = create_engine(url)
     try:
         await migrations.upgrade(engine, "jejaring_transfer.migrations")
@@ -42,14 +42,17 @@ async def transfer_db(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, str]]:
 
 
 @pytest.fixture
+async def transfer_db(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    """A migrated transfer database on SQLite: its engine and URL."""
+    async with _migrated(f"sqlite+aiosqlite:///{tmp_path}/transfer.db") as db:
+        yield db
+
+
+@pytest.fixture
 async def pg_transfer_db(pg_database_url: str) -> AsyncIterator[tuple[AsyncEngine, str]]:
     """A migrated transfer database on PostgreSQL: its engine and URL."""
-    engine = create_engine(pg_database_url)
-    try:
-        await migrations.upgrade(engine, "jejaring_transfer.migrations")
-        yield engine, pg_database_url
-    finally:
-        await engine.dispose()
+    async with _migrated(pg_database_url) as db:
+        yield db
 
 
 async def _donor(engine: AsyncEngine, now: datetime) -> None:
