@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,15 @@ CLI = [sys.executable, "-m", "jejaring_devtools.cli"]
 
 
 def _base_port() -> int:
-    """Five consecutive free ports (gateway + four services)."""
+    """Five consecutive free ports (gateway + four services), below the kernel's range of
+    ephemeral ports: the services bind last, after Kafka and their own outgoing connections
+    have taken ephemeral ports, and one of those once took a port picked from that range."""
+    ports = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ports.read_text().split()[0]) if ports.exists() else 32768
+    top = min(low, 32768) - 5
     while True:
-        base = free_port()
-        if base + 4 < 65535 and all(_free(base + i) for i in range(5)):
+        base = random.randrange(10000, top)
+        if all(_free(base + i) for i in range(5)):
             return base
 
 
