@@ -221,3 +221,20 @@ async def test_writers_of_one_process_take_turns_in_order(
     await holder
     async with engine.connect() as conn:
         assert await conn.scalar(sa.text("SELECT count(*) FROM effects")) == 4  # not e
+
+
+async def test_rows_queued_for_later_are_written_at_commit_in_order_or_not_at_all(
+    engine: AsyncEngine,
+) -> None:
+    effects_table = probe.Effect.__table__  # type: ignore[attr-defined]
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    with pytest.raises(RuntimeError):
+        async with uows() as uow:
+            uow.insert_later(effects_table, {"event_id": "x", "key": "k", "seq": 9})
+            raise RuntimeError("rolled back")
+    async with uows() as uow:
+        for seq in (3, 1, 2):
+            uow.insert_later(effects_table, {"event_id": f"e{seq}", "key": "k", "seq": seq})
+        assert await probe.effects(engine) == []  # nothing before the commit
+        await uow.commit()
+    assert [r[2] for r in await probe.effects(engine)] == [3, 1, 2]

@@ -36,6 +36,7 @@ from .tables import InboxRecord
 from .tasks import finish, sleep_unless
 
 log = logging.getLogger(__name__)
+_INBOX: sa.Table = InboxRecord.__table__  # type: ignore[attr-defined]
 
 Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
 """async def handle(uow, envelope, payload) -> None; must not commit (the runner does)."""
@@ -43,6 +44,10 @@ Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
 
 class HandlerTimeout(Exception):
     """The handler overran its bound: a fault of the message's handling, not a dependency."""
+
+
+class _InboxRace(Exception):
+    """Another delivery of the same event recorded it first (its effect is there once)."""
 
 
 class _Poison(Exception):
@@ -232,9 +237,18 @@ class ConsumerRunner:
     async def _process_batch(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
     ) -> None:
-        for tp, messages in batch.items():
-            if tp not in self.assigned:
-                continue  # revoked while we fetched; its new owner will process it
+        # Revoked while we fetched: its new owner will process it.
+        mine = {tp: messages for tp, messages in batch.items() if tp in self.assigned}
+        together = [msg for messages in mine.values() for msg in messages]
+        # Every partition's messages in one unit of work and one offset commit: a
+        # transaction and a commit round trip per partition, one after the other, kept the
+        # last partition's messages waiting for all the others'. Each partition's messages
+        # stay in their order; partitions have no order between them.
+        if len(mine) > 1 and await self._apply_together(together):
+            self._progress += len(together)
+            await self._commit_done(consumer, {tp: ms[-1].offset + 1 for tp, ms in mine.items()})
+            return
+        for tp, messages in mine.items():
             done: int | None = None
             if len(messages) > 1 and await self._apply_together(messages):
                 self._progress += len(messages)
@@ -247,14 +261,21 @@ class ConsumerRunner:
                     self._progress += 1
                     done = msg.offset + 1
             if done is not None:
-                await self._commit(consumer, {tp: done})
-                hw = consumer.highwater(tp)
-                if hw is not None:
-                    self._metrics.consumer_lag.labels(self.group_id, tp.topic, tp.partition).set(
-                        max(hw - done, 0)
-                    )
+                await self._commit_done(consumer, {tp: done})
             if self._stopping.is_set():
                 return
+
+    async def _commit_done(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
+    ) -> None:
+        """Commit offsets the database already holds the effects of, and report the lag."""
+        await self._commit(consumer, offsets)
+        for tp, done in offsets.items():
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                self._metrics.consumer_lag.labels(self.group_id, tp.topic, tp.partition).set(
+                    max(hw - done, 0)
+                )
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -379,11 +400,11 @@ class ConsumerRunner:
 
     async def _apply(self, envelope: Envelope, payload: Payload | None) -> str:
         async with self._uows() as uow:
-            if not await self._apply_in(uow, [(envelope, payload)]):
-                return "duplicate"
             try:
+                if not await self._apply_in(uow, [(envelope, payload)]):
+                    return "duplicate"
                 await uow.commit()
-            except IntegrityError:
+            except (_InboxRace, IntegrityError):
                 # A concurrent delivery won the race; the effect is already there once.
                 return "duplicate"
         if self._after_db_commit is not None:
@@ -422,12 +443,23 @@ class ConsumerRunner:
             if i < len(todo) - 1:
                 # The next handler may read through Core, which does not autoflush.
                 await uow.session.flush()
-            uow.session.add(
-                InboxRecord(
-                    consumer_group=self.group_id, event_id=event_id, event_type=envelope.type
-                )
-            )
             applied.append(envelope)
+        if applied:
+            # One insert for all of them (nothing reads the inbox while handlers run).
+            now = utcnow()
+            rows = [
+                {
+                    "consumer_group": self.group_id,
+                    "event_id": str(e.id),
+                    "event_type": e.type,
+                    "applied_at": now,
+                }
+                for e in applied
+            ]
+            try:
+                await (await uow.session.connection()).execute(sa.insert(_INBOX), rows)
+            except IntegrityError:
+                raise _InboxRace from None
         return applied
 
     async def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:

@@ -174,6 +174,7 @@ class UnitOfWork:
         self._registry = registry
         self._on_commit = on_commit
         self._pending: list[Envelope] = []
+        self._later: dict[sa.Table, list[dict[str, Any]]] = {}
         self._session: AsyncSession | None = None
 
     @property
@@ -208,6 +209,7 @@ class UnitOfWork:
                 await session.close()
             finally:
                 self._pending.clear()
+                self._later.clear()
                 if lock is not None:
                     await lock.__aexit__(None, None, None)
 
@@ -236,8 +238,20 @@ class UnitOfWork:
         self._pending.append(envelope)
         return envelope
 
+    def insert_later(self, table: sa.Table, row: dict[str, Any]) -> None:
+        """Queue a row for `table`, inserted at commit with the others queued for it (one
+        statement, rows in the order queued). For append-only rows that nothing reads
+        before the commit, such as a history: a statement each was a good part of a busy
+        unit's work."""
+        self._later.setdefault(table, []).append(row)
+
     async def commit(self) -> None:
         session = self.session
+        if self._later:
+            conn = await session.connection()
+            for table, rows in self._later.items():
+                await conn.execute(sa.insert(table), rows)
+            self._later.clear()
         events = list(self._pending)
         if events:
             # Through Core: the relay never needs these as ORM objects.

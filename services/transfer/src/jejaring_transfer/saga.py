@@ -132,15 +132,12 @@ class Ctx:
         from_state: str | None = None,
         reason: str | None = None,
     ) -> None:
-        await (await self.conn()).execute(
-            sa.insert(saga_history).values(
-                request_id=request_id,
-                leg_id=leg_id,
-                from_state=from_state,
-                to_state=to_state,
-                reason=(reason or None) and reason[:500],
-                at=self.now,
-            )
+        # Written at commit, with the unit's other history rows (nothing reads them before).
+        self.uow.insert_later(
+            saga_history,
+            _history_row(
+                request_id, to_state, self.now, leg_id=leg_id, from_state=from_state, reason=reason
+            ),
         )
 
 
@@ -652,8 +649,8 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
         history_rows.append(
             _history_row(rid, status, ctx.now, from_state=request["status"], reason=result.strategy)
         )
-    if history_rows:
-        await conn.execute(sa.insert(saga_history), history_rows)
+    for row in history_rows:
+        ctx.uow.insert_later(saga_history, row)
     request.update(status=status, attempts=attempt, explanation=history)
     ctx.emit(
         RestockRequestMatched(
@@ -686,7 +683,7 @@ def _history_row(
     from_state: str | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
-    """A saga_history row as Ctx.history writes it (for multi-row inserts)."""
+    """A saga_history row, queued on the unit of work (see Ctx.history)."""
     return {
         "request_id": request_id,
         "leg_id": leg_id,

@@ -1,0 +1,133 @@
+"""A fetched batch: every partition's messages in one unit of work and one offset commit,
+falling back to one partition, then one message, at a time when anything fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiokafka import TopicPartition
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jejaring_shared import migrations
+from jejaring_shared.consumer import ConsumerRunner
+from jejaring_shared.contracts import Envelope
+from jejaring_shared.db import UnitOfWorkFactory, create_engine
+from jejaring_shared.metrics import BackboneMetrics
+from jejaring_shared.settings import KafkaSettings
+from support import probe
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncEngine:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/c.db")
+    await migrations.upgrade(engine, "support.probe_migrations")
+    return engine
+
+
+class _Consumer:
+    """The two calls the runner makes on aiokafka's consumer after applying a batch."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    def highwater(self, _tp: TopicPartition) -> int | None:
+        return None
+
+
+def _runner(engine: AsyncEngine, tps: list[TopicPartition]) -> ConsumerRunner:
+    runner = ConsumerRunner(
+        group_id=probe.GROUP,
+        topics=[probe.PROBE_TOPIC],
+        handlers={"probe.thing_happened": probe.make_handler()},
+        uow_factory=UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY),
+        kafka=KafkaSettings(),
+        metrics=BackboneMetrics("t"),
+        registry=probe.REGISTRY,
+        max_attempts=1,
+        retry_backoff_s=0.01,
+    )
+    runner.assigned.update(tps)
+    return runner
+
+
+def _batch(keys: dict[int, list[str]]) -> dict[TopicPartition, list[Any]]:
+    """Per partition, one message per key given, seq counting up within the partition."""
+    batch: dict[TopicPartition, list[Any]] = {}
+    for partition, ks in keys.items():
+        tp = TopicPartition(probe.PROBE_TOPIC, partition)
+        batch[tp] = [
+            SimpleNamespace(
+                value=Envelope(
+                    type="probe.thing_happened",
+                    source="t",
+                    key=k,
+                    payload={"key": k, "seq": seq},
+                ).to_bytes(),
+                topic=tp.topic,
+                partition=partition,
+                offset=100 + seq,
+                key=k.encode(),
+                headers=[],
+            )
+            for seq, k in enumerate(ks)
+        ]
+    return batch
+
+
+async def _inbox(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(sa.text("SELECT count(*) FROM inbox")) or 0)
+
+
+async def test_every_partition_is_applied_in_one_unit_and_committed_at_once(
+    engine: AsyncEngine,
+) -> None:
+    batch = _batch({0: ["a", "a", "a"], 1: ["b", "b"], 2: ["c"]})
+    consumer = _Consumer()
+    await _runner(engine, list(batch))._process_batch(consumer, batch)
+    assert consumer.commits == [{tp: ms[-1].offset + 1 for tp, ms in batch.items()}]
+    rows = await probe.effects(engine)
+    applied = [(k, s) for _, k, s, _ in rows]
+    assert applied == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("c", 0)]
+    assert await _inbox(engine) == 6
+
+    # Delivered again (a crash before the offsets were committed): nothing applies twice.
+    await _runner(engine, list(batch))._process_batch(consumer, batch)
+    assert len(await probe.effects(engine)) == 6
+    assert await _inbox(engine) == 6
+
+
+async def test_a_failing_message_sends_the_batch_back_to_one_partition_at_a_time(
+    engine: AsyncEngine,
+) -> None:
+    batch = _batch({0: ["a", "a"], 1: ["b", "boom", "b"]})
+    consumer = _Consumer()
+    runner = _runner(engine, list(batch))
+
+    dead: list[str] = []
+
+    async def dead_letter(msg: Any, reason: str, detail: str) -> None:
+        dead.append(f"{msg.partition}@{msg.offset}:{reason}")
+
+    runner._dead_letter = dead_letter  # type: ignore[method-assign]  # no broker here
+    await runner._process_batch(consumer, batch)
+    # Partition 0 together, partition 1 one by one: each committed on its own.
+    assert consumer.commits == [
+        {TopicPartition(probe.PROBE_TOPIC, 0): 102},
+        {TopicPartition(probe.PROBE_TOPIC, 1): 103},
+    ]
+    assert dead == ["1@101:handler_failed"]
+    assert sorted((k, s) for _, k, s, _ in await probe.effects(engine)) == [
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+        ("b", 2),
+    ]
+    assert await _inbox(engine) == 4
