@@ -131,3 +131,50 @@ async def test_a_failing_message_sends_the_batch_back_to_one_partition_at_a_time
         ("b", 2),
     ]
     assert await _inbox(engine) == 4
+
+
+async def test_a_handlers_integrity_error_is_a_failure_and_an_inbox_race_a_duplicate(
+    engine: AsyncEngine,
+) -> None:
+    """Only the inbox's own insert losing to another delivery means "already applied"; a
+    constraint a handler breaks is its failure: retried, then dead-lettered, never dropped."""
+
+    async def breaks_a_constraint(uow: Any, envelope: Envelope, _payload: Any) -> None:
+        conn = await uow.session.connection()
+        for _ in range(2):  # the same primary key twice
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO effects (id, event_id, key, seq, applied_by) "
+                    "VALUES (7, 'x', 'k', 0, '?')"
+                )
+            )
+
+    async def recorded_meanwhile(uow: Any, envelope: Envelope, _payload: Any) -> None:
+        # Another delivery of this event commits its inbox row while we apply it.
+        await (await uow.session.connection()).execute(
+            sa.text(
+                "INSERT INTO inbox (consumer_group, event_id, event_type, applied_at) "
+                "VALUES (:g, :e, 'probe.thing_happened', '2026-01-01')"
+            ),
+            {"g": probe.GROUP, "e": str(envelope.id)},
+        )
+
+    for handler, outcome in ((breaks_a_constraint, "dead"), (recorded_meanwhile, "duplicate")):
+        runner = _runner(engine, [])
+        runner._handlers["probe.thing_happened"] = handler
+        dead: list[str] = []
+
+        async def dead_letter(msg: Any, reason: str, detail: str, dead: list[str] = dead) -> None:
+            dead.append(reason)
+
+        runner._dead_letter = dead_letter  # type: ignore[method-assign]  # no broker here
+        msg = next(iter(_batch({0: ["k"]}).values()))[0]
+        await runner._process(msg)
+        if outcome == "dead":
+            assert dead == ["handler_failed"]
+        else:
+            assert dead == []
+            handled = runner._metrics.handled.labels(
+                probe.GROUP, "probe.thing_happened", "duplicate"
+            )
+            assert handled._value.get() == 1

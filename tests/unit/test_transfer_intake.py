@@ -376,3 +376,16 @@ async def test_a_leg_move_takes_its_skus_matching_lock_before_the_requests_row(
         assert not task.done(), "the leg's move did not hold the sku's matching lock"
         await moving.commit()
     await asyncio.wait_for(task, 20)
+
+
+def test_a_prebuilt_update_refuses_a_key_that_is_no_column() -> None:
+    """A prebuilt UPDATE takes its SET columns from the parameters: a misspelt one would be
+    dropped silently (`.values()` refused it), so set_params refuses it instead."""
+    from jejaring_transfer.saga import set_params
+
+    assert set_params(legs, {"state": "reserved"}, id="lg-1") == {
+        "b_id": "lg-1",
+        "state": "reserved",
+    }
+    with pytest.raises(ValueError, match="stat"):
+        set_params(legs, {"stat": "reserved"}, id="lg-1")

@@ -235,6 +235,9 @@ async def test_rows_queued_for_later_are_written_at_commit_in_order_or_not_at_al
     async with uows() as uow:
         for seq in (3, 1, 2):
             uow.insert_later(effects_table, {"event_id": f"e{seq}", "key": "k", "seq": seq})
-        assert await probe.effects(engine) == []  # nothing before the commit
+        with pytest.raises(ValueError):  # an executemany would drop the extra key
+            uow.insert_later(effects_table, {"event_id": "e", "key": "k", "seq": 4, "id": 9})
+        conn = await uow.session.connection()
+        assert await conn.scalar(sa.text("SELECT count(*) FROM effects")) == 0  # not yet
         await uow.commit()
     assert [r[2] for r in await probe.effects(engine)] == [3, 1, 2]

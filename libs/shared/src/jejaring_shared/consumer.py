@@ -285,15 +285,15 @@ class ConsumerRunner:
             # messages again and the inbox makes them no-ops.
             log.info("consumer %s: commit after rebalance refused: %s", self.group_id, exc)
 
-    # -- a partition's messages together ------------------------------------------------------
+    # -- fetched messages together -------------------------------------------------------------
 
     async def _apply_together(self, messages: Sequence[Any]) -> bool:
-        """Apply a partition's fetched messages in order in one unit of work (one inbox
-        check, one commit): on SQLite every transaction queues for the one write lock, so
-        a transaction per message is what limits a busy consumer. False, with nothing
-        applied, when anything goes wrong (a poison message, a failing handler, a
-        conflict): the caller then takes the messages one at a time, with retries and
-        dead letters as usual."""
+        """Apply fetched messages (a batch's, or one partition's) in order in one unit of
+        work (one inbox check, one commit): on SQLite every transaction queues for the one
+        write lock, so a transaction per message is what limits a busy consumer. False,
+        with nothing applied, when anything goes wrong (a poison message, a failing
+        handler, a conflict): the caller then takes smaller steps, down to one message at a
+        time with retries and dead letters as usual."""
         started = time.perf_counter()
         try:
             decoded = [self._decode(msg.value) for msg in messages]
@@ -404,8 +404,9 @@ class ConsumerRunner:
                 if not await self._apply_in(uow, [(envelope, payload)]):
                     return "duplicate"
                 await uow.commit()
-            except (_InboxRace, IntegrityError):
-                # A concurrent delivery won the race; the effect is already there once.
+            except _InboxRace:
+                # A concurrent delivery won the race; the effect is already there once. (A
+                # handler's own IntegrityError is a failure: retried, then dead-lettered.)
                 return "duplicate"
         if self._after_db_commit is not None:
             self._after_db_commit(envelope)

@@ -240,10 +240,13 @@ class UnitOfWork:
 
     def insert_later(self, table: sa.Table, row: dict[str, Any]) -> None:
         """Queue a row for `table`, inserted at commit with the others queued for it (one
-        statement, rows in the order queued). For append-only rows that nothing reads
-        before the commit, such as a history: a statement each was a good part of a busy
-        unit's work."""
-        self._later.setdefault(table, []).append(row)
+        executemany, in the order queued), for append-only rows nothing reads before the
+        commit (a history): a statement each was a good part of a busy unit's work. Every
+        row of a table must have the same keys (an executemany takes the first row's)."""
+        rows = self._later.setdefault(table, [])
+        if rows and rows[0].keys() != row.keys():
+            raise ValueError(f"rows for {table.name} must all have the same keys")
+        rows.append(row)
 
     async def commit(self) -> None:
         session = self.session

@@ -169,6 +169,18 @@ _OPEN_BY_KEY = (
 _INSERT_REQUEST = sa.insert(restock_requests)
 _UPDATE_REQUEST = sa.update(restock_requests).where(restock_requests.c.id == sa.bindparam("b_id"))
 _LEG = sa.select(legs).where(legs.c.id == sa.bindparam("b_id"))
+
+
+def set_params(table: sa.Table, changes: dict[str, Any], **where: Any) -> dict[str, Any]:
+    """The parameters of a prebuilt UPDATE of `table`: `where` binds its `b_` parameters,
+    `changes` are its SET columns. A key that is no column would be dropped silently,
+    where `.values()` refused it: refused here too."""
+    unknown = changes.keys() - table.c.keys()
+    if unknown:
+        raise ValueError(f"not columns of {table.name}: {sorted(unknown)}")
+    return {**{f"b_{k}": v for k, v in where.items()}, **changes}
+
+
 _UPDATE_LEG = sa.update(legs).where(legs.c.id == sa.bindparam("b_id"))
 _REQUEST_OF_LEG = (
     sa.select(restock_requests)
@@ -439,7 +451,7 @@ async def open_request(
             current["needed_by"] is None or needed_by < aware(current["needed_by"])  # type: ignore[operator]
         ):
             changes["needed_by"] = needed_by
-        await conn.execute(_UPDATE_REQUEST, {"b_id": current["id"], **changes})
+        await conn.execute(_UPDATE_REQUEST, set_params(restock_requests, changes, id=current["id"]))
         current.update(changes)
         await ctx.history(
             current["id"],
@@ -656,16 +668,8 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
     history.append(explanation)
     if leg_rows:
         await conn.execute(sa.insert(legs), leg_rows)
-    await conn.execute(
-        _UPDATE_REQUEST,
-        {
-            "b_id": rid,
-            "status": status,
-            "attempts": attempt,
-            "explanation": history,
-            "updated_at": ctx.now,
-        },
-    )
+    changes = {"status": status, "attempts": attempt, "explanation": history, "updated_at": ctx.now}
+    await conn.execute(_UPDATE_REQUEST, set_params(restock_requests, changes, id=rid))
     if request["status"] != status:
         history_rows.append(
             _history_row(rid, status, ctx.now, from_state=request["status"], reason=result.strategy)
@@ -779,7 +783,7 @@ async def move_leg(
     changes = {"state": to_state, "updated_at": ctx.now, **(extra or {})}
     if reason is not None:
         changes["reason"] = reason[:500]
-    await conn.execute(_UPDATE_LEG, {"b_id": leg_id, **changes})
+    await conn.execute(_UPDATE_LEG, set_params(legs, changes, id=leg_id))
     before = leg["state"]
     leg.update(changes)
     await ctx.history(leg["request_id"], to_state, leg_id=leg_id, from_state=before, reason=reason)
@@ -905,7 +909,8 @@ async def on_reserved(ctx: Ctx, leg_id: str) -> None:
     _leg, request = moved
     if request["first_reserved_at"] is None:
         await (await ctx.conn()).execute(
-            _UPDATE_REQUEST, {"b_id": request["id"], "first_reserved_at": ctx.now}
+            _UPDATE_REQUEST,
+            set_params(restock_requests, {"first_reserved_at": ctx.now}, id=request["id"]),
         )
 
 

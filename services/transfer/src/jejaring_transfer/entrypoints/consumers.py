@@ -48,21 +48,21 @@ from ..adapters.tables import (
 )
 from ..config import TransferSettings
 
-_UPSERTS: dict[tuple[str, tuple[str, ...]], tuple[sa.Update, sa.Insert]] = {}
+_UPSERTS: dict[tuple[sa.Table, tuple[str, ...]], tuple[sa.Update, sa.Insert]] = {}
 """(table, key columns) -> its update and insert, built once with bound parameters (a
 projection applies one per event; building them was a good part of its CPU)."""
 
 
 async def _upsert(conn: Any, table: sa.Table, keys: dict[str, Any], values: dict[str, Any]) -> None:
-    stmts = _UPSERTS.get((table.name, tuple(keys)))
+    stmts = _UPSERTS.get((table, tuple(keys)))
     if stmts is None:
         where = [table.c[k] == sa.bindparam(f"b_{k}") for k in keys]
-        stmts = _UPSERTS[(table.name, tuple(keys))] = (
+        stmts = _UPSERTS[(table, tuple(keys))] = (
             sa.update(table).where(*where),
             sa.insert(table),
         )
     update, insert = stmts
-    done = await conn.execute(update, {**{f"b_{k}": v for k, v in keys.items()}, **values})
+    done = await conn.execute(update, saga.set_params(table, values, **keys))
     if done.rowcount == 0:
         await conn.execute(insert, {**keys, **values})
 
