@@ -686,7 +686,8 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
             strategy=result.strategy,
             legs=made,
             unfilled=result.unfilled,
-            candidates=[CandidateConsidered(**c.explain()) for c in result.candidates],
+            # The explanation stored above, not built a second time.
+            candidates=[CandidateConsidered(**c) for c in explanation["candidates"]],
             attempt=attempt,
             excluded_sources=list(request["excluded"]),
         ),
