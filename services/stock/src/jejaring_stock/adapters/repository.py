@@ -179,8 +179,13 @@ def level_from_row(row: Any) -> Level:
 # -- outlets --------------------------------------------------------------------------------
 
 
+# Statements of the reservation path (a command per leg), built once with bound
+# parameters: building a statement and its cache key cost more than running it.
+_OUTLET = sa.select(OUTLETS).where(OUTLETS.c.id == sa.bindparam("b_id"))
+
+
 async def get_outlet(conn: AsyncConnection, outlet_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(sa.select(OUTLETS).where(OUTLETS.c.id == outlet_id))).first()
+    row = (await conn.execute(_OUTLET, {"b_id": outlet_id})).first()
     return dict(row._mapping) if row else None
 
 
@@ -247,6 +252,13 @@ async def lock_outlet_levels(
     return {r[2]: Level(*r[1:]) for r in rows if r[2] is not None}
 
 
+_UPDATE_LEVELS = (
+    sa.update(LEVELS)
+    .where(_L.outlet_id == sa.bindparam("b_outlet"), _L.sku == sa.bindparam("b_sku"))
+    .values({f: sa.bindparam(f) for f in (*_LEVEL_FIELDS, "updated_at")})
+)
+
+
 async def save_levels(conn: AsyncConnection, levels: Iterable[Level], now: datetime) -> None:
     rows = [
         {
@@ -260,12 +272,7 @@ async def save_levels(conn: AsyncConnection, levels: Iterable[Level], now: datet
     if rows and conn.dialect.name == "postgresql":
         await conn.execute(_PG_UPDATE_LEVELS, {"rows": _json_rows(rows)})
     elif rows:
-        stmt = (
-            sa.update(LEVELS)
-            .where(_L.outlet_id == sa.bindparam("b_outlet"), _L.sku == sa.bindparam("b_sku"))
-            .values({f: sa.bindparam(f) for f in (*_LEVEL_FIELDS, "updated_at")})
-        )
-        await conn.execute(stmt, rows)
+        await conn.execute(_UPDATE_LEVELS, rows)
 
 
 async def read_levels(
@@ -416,13 +423,26 @@ async def daily_sales(conn: AsyncConnection, since: datetime) -> list[tuple[str,
 # -- reservations ---------------------------------------------------------------------------
 
 
+_RESERVATION = sa.select(RESERVATIONS).where(_R.leg_id == sa.bindparam("b_leg"))
+_INSERT_RESERVATION = sa.insert(RESERVATIONS)
+_EXPIRED_FOR_LEVEL = sa.select(RESERVATIONS).where(
+    _R.outlet_id == sa.bindparam("b_outlet"),
+    _R.sku == sa.bindparam("b_sku"),
+    _R.status == ReservationStatus.ACTIVE.value,
+    _R.expires_at <= sa.bindparam("b_now"),
+)
+
+
 async def get_reservation(conn: AsyncConnection, leg_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(sa.select(RESERVATIONS).where(_R.leg_id == leg_id))).first()
+    row = (await conn.execute(_RESERVATION, {"b_leg": leg_id})).first()
     return dict(row._mapping) if row else None
 
 
 async def insert_reservation(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    await conn.execute(sa.insert(RESERVATIONS).values(**values))
+    unknown = values.keys() - RESERVATIONS.c.keys()
+    if unknown:  # .values() refused them; parameters alone would drop them silently
+        raise ValueError(f"not columns of reservations: {sorted(unknown)}")
+    await conn.execute(_INSERT_RESERVATION, values)
 
 
 async def close_reservation(
@@ -438,13 +458,8 @@ async def close_reservation(
 async def expired_for_level(
     conn: AsyncConnection, outlet_id: str, sku: str, now: datetime
 ) -> list[dict[str, Any]]:
-    q = sa.select(RESERVATIONS).where(
-        _R.outlet_id == outlet_id,
-        _R.sku == sku,
-        _R.status == ReservationStatus.ACTIVE.value,
-        _R.expires_at <= now,
-    )
-    return [dict(r._mapping) for r in await conn.execute(q)]
+    params = {"b_outlet": outlet_id, "b_sku": sku, "b_now": now}
+    return [dict(r._mapping) for r in await conn.execute(_EXPIRED_FOR_LEVEL, params)]
 
 
 async def expired_level_keys(
