@@ -466,3 +466,10 @@ async def test_expired_reservation_stops_counting_at_once(
         if t == "stock.reservation_released"
     ]
     assert [(p["leg_id"], p["reason"]) for p in released] == [("E1", "expired")]
+
+
+async def test_a_reservation_with_a_key_that_is_no_column_is_refused() -> None:
+    """The prebuilt insert takes its columns from the row: a misspelt key would be dropped
+    silently (`.values()` refused it), so it is refused before the database is asked."""
+    with pytest.raises(ValueError, match="leg"):
+        await repo.insert_reservation(None, {"leg": "lg-1", "quantity": 1})  # type: ignore[arg-type]
