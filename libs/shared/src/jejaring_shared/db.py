@@ -98,6 +98,16 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
     )
 
 
+def column_values(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` for a statement of `table` built once, whose columns come from the
+    parameters: a key that is no column would be dropped silently (`.values()` refused
+    it), so it is refused here."""
+    unknown = [k for k in values if k not in table.c]
+    if unknown:
+        raise ValueError(f"not columns of {table.name}: {sorted(unknown)}")
+    return values
+
+
 @contextlib.asynccontextmanager
 async def write_lock(engine: AsyncEngine) -> AsyncIterator[None]:
     """This process's turn to write to a SQLite database (nothing to wait for on PostgreSQL).

@@ -49,7 +49,7 @@ from jejaring_shared.contracts.transfer import (
     RestockRequestOpened,
     RestockRequestPartiallyFulfilled,
 )
-from jejaring_shared.db import UnitOfWork
+from jejaring_shared.db import UnitOfWork, column_values
 from jejaring_shared.errors import ApiError
 
 from .adapters.tables import (
@@ -169,18 +169,6 @@ _OPEN_BY_KEY = (
 _INSERT_REQUEST = sa.insert(restock_requests)
 _UPDATE_REQUEST = sa.update(restock_requests).where(restock_requests.c.id == sa.bindparam("b_id"))
 _LEG = sa.select(legs).where(legs.c.id == sa.bindparam("b_id"))
-
-
-def set_params(table: sa.Table, changes: dict[str, Any], **where: Any) -> dict[str, Any]:
-    """The parameters of a prebuilt UPDATE of `table`: `where` binds its `b_` parameters,
-    `changes` are its SET columns. A key that is no column would be dropped silently,
-    where `.values()` refused it: refused here too."""
-    unknown = changes.keys() - table.c.keys()
-    if unknown:
-        raise ValueError(f"not columns of {table.name}: {sorted(unknown)}")
-    return {**{f"b_{k}": v for k, v in where.items()}, **changes}
-
-
 _UPDATE_LEG = sa.update(legs).where(legs.c.id == sa.bindparam("b_id"))
 _REQUEST_OF_LEG = (
     sa.select(restock_requests)
@@ -190,6 +178,12 @@ _REQUEST_OF_LEG = (
     )
     .with_for_update()
 )
+
+
+def set_params(table: sa.Table, changes: dict[str, Any], **where: Any) -> dict[str, Any]:
+    """The parameters of a prebuilt UPDATE of `table`: `where` binds its `b_` parameters,
+    `changes` (checked to be columns) are its SET columns."""
+    return {**{f"b_{k}": v for k, v in where.items()}, **column_values(table, changes)}
 
 
 async def many(conn: AsyncConnection, stmt: Any) -> list[dict[str, Any]]:
@@ -591,10 +585,9 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
     made: list[MatchedLeg] = []
     leg_events: list[Any] = []  # emitted after the match that explains them
     commands: list[tuple[Any, str]] = []
-    # Legs and history rows are written with one statement each (fewer round trips
-    # while the transaction holds SQLite's write lock).
+    # Legs are written with one statement (fewer round trips while the transaction holds
+    # SQLite's write lock); history rows are queued on the unit of work.
     leg_rows: list[dict[str, Any]] = []
-    history_rows: list[dict[str, Any]] = []
     for a in result.allocations:
         leg_id = new_id("lg")
         leg = {
@@ -655,8 +648,9 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
                 )
             )
             await bump_supplier(ctx, a.source_id, "assigned")
-        history_rows.append(
-            _history_row(rid, "proposed", ctx.now, leg_id=leg_id, reason=f"{a.kind} {a.source_id}")
+        ctx.uow.insert_later(
+            saga_history,
+            _history_row(rid, "proposed", ctx.now, leg_id=leg_id, reason=f"{a.kind} {a.source_id}"),
         )
         made.append(
             MatchedLeg(
@@ -671,11 +665,12 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
     changes = {"status": status, "attempts": attempt, "explanation": history, "updated_at": ctx.now}
     await conn.execute(_UPDATE_REQUEST, set_params(restock_requests, changes, id=rid))
     if request["status"] != status:
-        history_rows.append(
-            _history_row(rid, status, ctx.now, from_state=request["status"], reason=result.strategy)
+        ctx.uow.insert_later(
+            saga_history,
+            _history_row(
+                rid, status, ctx.now, from_state=request["status"], reason=result.strategy
+            ),
         )
-    for row in history_rows:
-        ctx.uow.insert_later(saga_history, row)
     request.update(status=status, attempts=attempt, explanation=history)
     ctx.emit(
         RestockRequestMatched(

@@ -14,6 +14,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from jejaring_shared.db import column_values
+
 from ..domain.model import Level, ReservationStatus
 from .tables import LEVELS, MOVEMENTS, OUTLETS, RESERVATIONS
 
@@ -439,10 +441,8 @@ async def get_reservation(conn: AsyncConnection, leg_id: str) -> dict[str, Any] 
 
 
 async def insert_reservation(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    unknown = values.keys() - RESERVATIONS.c.keys()
-    if unknown:  # .values() refused them; parameters alone would drop them silently
-        raise ValueError(f"not columns of reservations: {sorted(unknown)}")
-    await conn.execute(_INSERT_RESERVATION, values)
+    row = column_values(RESERVATIONS, values)  # refused before the database is asked
+    await conn.execute(_INSERT_RESERVATION, row)
 
 
 async def close_reservation(
