@@ -35,3 +35,9 @@ class TransferSettings(ServiceSettings):
     plan_stale_after_s: float = Field(
         default=24 * 3600, gt=0, description="A rebalancing plan older than this is not approved"
     )
+    plan_search_effort: int = Field(
+        default=250_000,
+        ge=0,
+        description="Local search per sku when proposing a plan, in flow arcs solved "
+        "(rebalancing.plan_sku's effort; 0 = none): more finds cheaper plans, slower",
+    )

@@ -9,6 +9,7 @@ Proposing reads the projections in one short transaction, solves with no transac
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -39,6 +40,7 @@ from ..adapters.tables import (
 from ..config import TransferSettings
 from ..domain import matching as m
 from ..domain import plans
+from ..domain.rebalancing import plan_sku
 from .routes import _iso, _settings
 
 router = APIRouter(prefix="/api/v1/rebalancing", tags=["rebalancing"])
@@ -220,8 +222,13 @@ async def propose_plan(request: Request, uow: UoW, body: PlanIn | None = None) -
     now = utcnow()
     async with uow:
         snap = await snapshot(await uow.session.connection(), body.skus, now)
+    effort = _settings(request).plan_search_effort
     proposal = await asyncio.to_thread(
-        plans.propose, snap, horizon_days=body.horizon_days, max_lines=body.max_lines
+        plans.propose,
+        snap,
+        horizon_days=body.horizon_days,
+        max_lines=body.max_lines,
+        solve=functools.partial(plan_sku, effort=effort),
     )
     plan_id = saga.new_id("plan")
     async with uow:

@@ -3,9 +3,10 @@
 The core is OR-Tools' min-cost flow over sparse candidate lanes (each short outlet sees
 its k nearest sources and every supplier). Minimum transfer quantities and a fixed cost
 per lane make the exact problem a MILP; `plan_sku` handles them with a tested heuristic:
-slope scaling (the fixed cost is spread over the flow the lane carried last round) plus
-banning lanes whose flow falls under the minimum, re-solving each time. `exact_milp`
-(SCIP) and `greedy_nearest` exist to measure it against.
+slope scaling (the fixed cost is spread over the flow the lane carried last round) builds
+plans, and a local search over which lanes are open improves them, pricing each set of
+lanes by a min-cost flow in which every open lane carries at least the minimum.
+`solve_exact` (SCIP or CP-SAT) and `greedy_nearest` exist to measure it against.
 
 Costs are integer rupiah: transport per unit and km, a supplier's unit price, a fixed
 cost per lane (a trip), and a penalty per unit left short (so shipping is preferred
@@ -196,51 +197,57 @@ class _Net:
     def flow(self, sel: np.ndarray, cost: np.ndarray, forced: int = -1) -> np.ndarray:
         """Min-cost flow over the lanes `sel` at per-pack `cost`; flows of every lane.
         Lane `forced` (when >= 0, one of `sel`) carries at least the minimum."""
+        x = self._solve(sel, cost[sel], np.where(sel == forced, self.minimum, 0))
+        if x is None:
+            raise RuntimeError("min-cost flow found no flow")
+        return x
+
+    def bounded(self, sel: np.ndarray) -> np.ndarray | None:
+        """The cheapest flow that uses exactly the lanes `sel`, each carrying at least the
+        minimum, so the result is legal and its value is the true cost of opening those
+        lanes. None when they cannot all carry the minimum."""
+        return self._solve(sel, self.c[sel], np.full(sel.size, self.minimum))
+
+    def _solve(self, sel: np.ndarray, cost: np.ndarray, low: np.ndarray) -> np.ndarray | None:
+        """Min-cost flow over the lanes `sel` with lower bounds `low` (shipped up front, as
+        min-cost flow takes a lower bound); None when the bounds cannot be met."""
         n_src = self.a.size
-        tails, heads, caps, costs = self.arcs
-        lane_cap = self.cap[sel]
         supplies = self.supplies
-        if forced >= 0:
-            # A lower bound as min-cost flow has it: ship the minimum up front.
-            lane_cap = np.where(sel == forced, lane_cap - self.minimum, lane_cap)
+        if low.any():
             supplies = supplies.copy()
-            supplies[self.li[forced]] -= self.minimum
-            supplies[n_src + self.lj[forced]] += self.minimum
+            np.subtract.at(supplies, self.li[sel], low)
+            np.add.at(supplies, n_src + self.lj[sel], low)
+            # A source cannot give, nor a sink take, more than it has; otherwise the
+            # short and excess nodes balance any supplies.
+            if (supplies[:n_src] < 0).any() or (supplies[n_src : n_src + self.b.size] > 0).any():
+                return None
+        tails, heads, caps, costs = self.arcs
         smcf = min_cost_flow.SimpleMinCostFlow()
         smcf.add_arcs_with_capacity_and_unit_cost(
             np.concatenate((self.li[sel], tails)),
             np.concatenate((self.lj[sel] + n_src, heads)),
-            np.concatenate((lane_cap, caps)),
-            np.concatenate((cost[sel], costs)),
+            np.concatenate((self.cap[sel] - low, caps)),
+            np.concatenate((cost, costs)),
         )
         smcf.set_nodes_supplies(self.nodes, supplies)
-        status = smcf.solve()
-        if status != smcf.OPTIMAL:
-            raise RuntimeError(f"min-cost flow ended with status {status}")
+        if smcf.solve() != smcf.OPTIMAL:
+            return None
         x = np.zeros(self.c.size, dtype=np.int64)
         if sel.size:
-            x[sel] = smcf.flows(np.arange(sel.size))
-        if forced >= 0:
-            x[forced] += self.minimum
+            x[sel] = smcf.flows(np.arange(sel.size)) + low
         return x
 
     def feasible(self, sel: np.ndarray, cost: np.ndarray, forced: int = -1) -> np.ndarray:
         """`flow`, re-solved without the lanes that would carry less than the minimum
         (their units find another lane or stay short) until every used lane is legal."""
-        return self.feasible_over(sel, cost, forced)[0]
-
-    def feasible_over(
-        self, sel: np.ndarray, cost: np.ndarray, forced: int = -1
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """`feasible` and the lanes left after the bans (callers may keep them banned)."""
         for _ in range(16):
             x = self.flow(sel, cost, forced)
             small = (x > 0) & (x < self.minimum)
             if not small.any():
-                return x, sel
+                return x
             sel = sel[~small[sel]]
         x[(x > 0) & (x < self.minimum)] = 0
-        return x, sel
+        return x
 
 
 def _net(problem: Problem, k: int) -> _Net:
@@ -300,13 +307,20 @@ def _net(problem: Problem, k: int) -> _Net:
 
 
 class _Search:
-    """Best plan seen so far, over the lane flows of one `_Net`."""
+    """Best plan seen so far, over the lane flows of one `_Net`, and the local search
+    over sets of open lanes that improves it.
+
+    The search moves between lane sets, each priced by `_Net.bounded` (the cheapest
+    legal flow that uses exactly those lanes): open a lane, close one, or move one's
+    trip to a closed lane at the same source or sink. Every solve's size (its arcs) is
+    counted against a budget, which bounds the search's time whatever the sku's size."""
 
     def __init__(self, net: _Net, width: int = 16) -> None:
         self.net = net
         self.width = width  # closed lanes tried per add step
         self.x = np.zeros(net.c.size, dtype=np.int64)
         self.value = net.value(self.x)
+        self.budget = 0  # flow arcs the local search may still solve over
 
     def offer(self, x: np.ndarray) -> bool:
         """Keep `x` if it is legal (fast slope scaling's raw flows may not be) and better."""
@@ -357,16 +371,23 @@ class _Search:
         for _, x in rough[:polished]:
             self.polish(x)
 
-    def potentials(self) -> np.ndarray:
-        """Node potentials of the best flow over its open lanes (shortest distances in the
-        residual network, Bellman-Ford from a virtual root): `c + d[i] - d[j] < 0` marks
-        a closed lane (i, j) that would make the per-pack costs cheaper if opened."""
+    def _price(self, sel: np.ndarray) -> tuple[np.ndarray, int] | None:
+        """One move's lanes priced by `_Net.bounded`, against the budget."""
+        self._spend(sel.size)
+        y = self.net.bounded(sel)
+        return None if y is None else (y, self.net.value(y))
+
+    def _spend(self, lanes: int) -> None:
+        self.budget -= lanes + self.net.arcs[0].size
+
+    def potentials(self, x: np.ndarray) -> np.ndarray:
+        """Node potentials of `x`, the bounded flow over its open lanes: shortest
+        distances in its residual network (Bellman-Ford from a virtual root; an open
+        lane can give back only down to the minimum). `c + d[i] - d[j] < 0` marks a
+        closed lane (i, j) that would lower the per-pack costs if opened."""
         net = self.net
         n_src, n_snk = net.a.size, net.b.size
-        sel = np.flatnonzero(self.x)
-        # The flow without the minimum over the open lanes has no negative cycle (it is
-        # optimal), so its distances exist.
-        x = net.flow(sel, net.c)
+        sel = np.flatnonzero(x)
         tails, heads, caps, costs = net.arcs
         out = np.bincount(net.li[sel], weights=x[sel], minlength=n_src).astype(np.int64)
         got = np.bincount(net.lj[sel], weights=x[sel], minlength=n_snk).astype(np.int64)
@@ -377,11 +398,14 @@ class _Search:
         u = np.concatenate((net.cap[sel], caps))
         w = np.concatenate((net.c[sel], costs))
         f = np.concatenate((x[sel], static_flow))
-        fwd, bwd = f < u, f > 0
+        low = np.concatenate((np.full(sel.size, net.minimum), np.zeros(caps.size, np.int64)))
+        fwd, bwd = f < u, f > low
         rt = np.concatenate((t[fwd], h[bwd]))
         rh = np.concatenate((h[fwd], t[bwd]))
         rw = np.concatenate((w[fwd], -w[bwd]))
         d = np.zeros(net.nodes.size, dtype=np.int64)
+        # x is optimal over its lanes, so there is no negative cycle; the cap on rounds
+        # only guards a flow that is not.
         for _ in range(net.nodes.size + 1):
             before = d.copy()
             np.minimum.at(d, rh, d[rt] + rw)
@@ -389,113 +413,96 @@ class _Search:
                 break
         return d
 
-    def add_lanes(self, tries: int) -> int:
-        """Open the closed lanes that the potentials rate best (their per-pack saving
-        over their capacity beats the trip), re-solve over the open lanes, keep the best
-        improvement; repeat while it pays. Returns the solves left."""
+    def _add(self, x: np.ndarray, v: int) -> tuple[np.ndarray, int] | None:
+        """The best of the `width` closed lanes the potentials rate best (per-pack saving
+        over the lane's capacity, less its trip), if it lowers the cost."""
         net = self.net
-        n_src = net.a.size
-        while tries > 0:
-            d = self.potentials()
-            rc = net.c + d[net.li] - d[net.lj + n_src]
-            gain = -rc * net.cap - net.fixed
-            gain[self.x > 0] = -1
-            order = np.argsort(-gain, kind="stable")
-            order = order[rc[order] < 0][: min(tries, self.width)]
-            if order.size == 0:
+        d = self.potentials(x)
+        rc = net.c + d[net.li] - d[net.lj + net.a.size]
+        gain = -rc * net.cap - net.fixed
+        order = np.flatnonzero((x == 0) & (gain > 0))
+        order = order[np.argsort(-gain[order], kind="stable")][: self.width]
+        open_lanes = np.flatnonzero(x)
+        best: tuple[np.ndarray, int] | None = None
+        for lane in order.tolist():
+            if self.budget <= 0:
                 break
-            open_lanes = np.flatnonzero(self.x)
-            best_x, best_v = self.x, self.value
-            for lane in order.tolist():
-                tries -= 1
-                y = net.feasible(np.append(open_lanes, lane), net.c, lane)
-                v = net.value(y)
-                if v < best_v:
-                    best_x, best_v = y, v
-            if not self.offer(best_x):
-                break
-        return tries
+            lanes = np.append(open_lanes, lane)
+            for priced in (self._price(lanes), self._reroute(lanes, lane)):
+                if priced is not None and priced[1] < (v if best is None else best[1]):
+                    best = priced
+        return best
 
-    def drop_lanes(self, tries: int) -> int:
-        """Close one open lane at a time (least loaded first) and re-route its packs over
-        the other open lanes; keep every closure that lowers the cost. Returns the solves
-        left."""
+    def _reroute(self, sel: np.ndarray, lane: int) -> tuple[np.ndarray, int] | None:
+        """The lanes `sel` at their per-pack costs, only `lane` held to the minimum: the
+        lanes the flow empties close, those left under the minimum are closed too, and
+        what stays open is priced by `_Net.bounded`. One lane in, any number out."""
+        self._spend(sel.size)
+        y = self.net.feasible(sel, self.net.c, lane)
+        return self._price(np.flatnonzero(y))
+
+    def _drop(self, x: np.ndarray, v: int) -> tuple[np.ndarray, int] | None:
+        """The first open lane (least loaded first) whose closing lowers the cost."""
+        open_lanes = np.flatnonzero(x)
+        for lane in open_lanes[np.argsort(x[open_lanes], kind="stable")].tolist():
+            if self.budget <= 0:
+                break
+            priced = self._price(open_lanes[open_lanes != lane])
+            if priced is not None and priced[1] < v:
+                return priced
+        return None
+
+    def _swap(self, x: np.ndarray, v: int) -> tuple[np.ndarray, int] | None:
+        """The first move of an open lane's trip (least loaded first) to a closed lane at
+        the same sink or source that lowers the cost: one trip for another, which adds
+        and drops alone cannot reach when neither pays by itself."""
         net = self.net
-        tried: set[int] = set()
-        while tries > 0:
-            open_lanes = np.flatnonzero(self.x)
-            order = open_lanes[np.argsort(self.x[open_lanes], kind="stable")]
-            improved = False
-            for lane in order.tolist():
-                if lane in tried or tries <= 0:
-                    continue
-                tried.add(lane)
-                tries -= 1
-                if self.offer(net.feasible(open_lanes[open_lanes != lane], net.c)):
-                    improved = True
-                    break
-            if not improved:
-                break
-        return tries
+        open_lanes = np.flatnonzero(x)
+        closed = x == 0
+        for lane in open_lanes[np.argsort(x[open_lanes], kind="stable")].tolist():
+            near = closed & ((net.lj == net.lj[lane]) | (net.li == net.li[lane]))
+            others = open_lanes[open_lanes != lane]
+            for other in np.flatnonzero(near).tolist():
+                if self.budget <= 0:
+                    return None
+                lanes = np.append(others, other)
+                for priced in (self._price(lanes), self._reroute(lanes, other)):
+                    if priced is not None and priced[1] < v:
+                        return priced
+        return None
 
-    def swap_lanes(self, tries: int) -> int:
-        """Move what an open lane carries to a closed lane at the same sink or source
-        (forced to carry the minimum): one trip for another, which adds and drops alone
-        cannot reach when neither pays by itself. Keeps the first improvement, repeats.
-        Returns the solves left."""
-        net = self.net
-        while tries > 0:
-            open_lanes = np.flatnonzero(self.x)
-            closed = self.x == 0
-            improved = False
-            for lane in open_lanes[np.argsort(self.x[open_lanes], kind="stable")].tolist():
-                near = closed & ((net.lj == net.lj[lane]) | (net.li == net.li[lane]))
-                others = open_lanes[open_lanes != lane]
-                for other in np.flatnonzero(near).tolist():
-                    if tries <= 0:
-                        return 0
-                    tries -= 1
-                    if self.offer(net.feasible(np.append(others, other), net.c, other)):
-                        improved = True
-                        break
-                if improved:
-                    break
-            if not improved:
-                break
-        return tries
+    def descend(self, x: np.ndarray) -> None:
+        """Local search from the legal flow `x`: adds, then drops, then swaps, taking the
+        first kind that improves, until none does or the budget is spent. Offers every
+        plan it reaches."""
+        priced = self._price(np.flatnonzero(x))
+        if priced is None:
+            return
+        x, v = priced
+        self.offer(x)
+        while self.budget > 0:
+            step = self._add(x, v) or self._drop(x, v) or self._swap(x, v)
+            if step is None:
+                return
+            x, v = step
+            self.offer(x)
 
-    def local_search(self, tries: int, swaps: int = 0) -> int:
-        """Lane adds, drops and (`swaps` solves) swaps, in turn, until none helps or the
-        solves run out."""
-        while tries > 0:
-            before = self.value
-            tries = self.add_lanes(tries)
-            tries = self.drop_lanes(tries)
-            if swaps > 0 and self.value >= before:
-                swaps = self.swap_lanes(swaps)
-            if self.value >= before:
-                break
-        return tries
-
-    def kick(self, rng: np.random.Generator, share: float, tries: int, swaps: int = 0) -> int:
-        """Iterated local search: close a random share of the best plan's lanes, let slope
-        scaling rebuild around them, polish, search again from there."""
+    def kick(self, rng: np.random.Generator, share: float) -> None:
+        """Iterated local search: close a random `share` of the best plan's lanes, let
+        the flow rebuild around them (the kept lanes at their per-pack cost, the others
+        with their trip spread over their capacity), and descend again from there. The
+        best plan is kept whatever that finds."""
         net = self.net
         open_lanes = np.flatnonzero(self.x)
         if open_lanes.size == 0:
-            return tries
+            return
         banned = rng.random(open_lanes.size) < share
         slope = net.c + np.ceil(net.fixed / net.cap).astype(np.int64)
         slope[open_lanes[~banned]] = net.c[open_lanes[~banned]]
         keep = np.ones(net.c.size, dtype=bool)
         keep[open_lanes[banned]] = False
-        start = self.polish(net.feasible(np.flatnonzero(keep), slope))
-        saved_x, saved_v = self.x, self.value
-        self.x, self.value = start, net.value(start)
-        tries = self.local_search(tries - 2, swaps)
-        if self.value >= saved_v:
-            self.x, self.value = saved_x, saved_v
-        return tries
+        self._spend(2 * net.c.size)
+        self.descend(self.polish(net.feasible(np.flatnonzero(keep), slope)))
 
 
 def plan_sku(
@@ -503,28 +510,31 @@ def plan_sku(
     *,
     k: int = 16,
     rounds: int = 12,
-    drops: int = 40,
-    restarts: int = 8,
+    effort: int = 1_000_000,
+    restarts: int = 20,
+    patience: int = 5,
     width: int = 16,
     share: float = 0.3,
     seed: int = 0,
     fast: bool = False,
     greedy: bool = True,
-    swaps: int = 400,
 ) -> Plan:
     """The heuristic plan, every solve an OR-Tools min-cost flow.
 
-    Minimum quantities and case packs are exact: the flow counts whole packs and a lane
-    under the minimum is banned and the flow re-solved. The fixed cost per lane (a trip)
-    is handled by dynamic slope scaling, from several initial slopes (the trip spread
-    over the lane's capacity, over half of it, over the minimum), then `restarts` more
-    times after closing a random `share` of the best plan's lanes; every flow is
-    polished (the best flow over the lanes it opened) and the best plan is improved by
-    lane adds, drops and swaps. The best plan seen is returned.
+    Minimum quantities and case packs are exact: the flow counts whole packs, and every
+    lane a plan uses carries at least the minimum. Construction: dynamic slope scaling
+    (a lane's trip spread over the packs it carried last round) from several initial
+    slopes (the trip spread over the lane's capacity, over half of it, over the
+    minimum), plus greedy nearest matching; each flow is polished (lanes under the
+    minimum closed, the best flow over the rest). Improvement: local search over the
+    set of open lanes (adds, drops, swaps, each priced by a bounded flow solve), then up
+    to `restarts` kicks that close a random `share` of the best plan's lanes and search
+    again, until the search has solved flows over `effort` arcs in all (or `patience` kicks
+    in a row found nothing better). The best plan seen is returned.
 
     `fast` (what `plan_network` uses): one slope-scaling schedule whose rounds ignore
-    the minimum, legal only once polished; with `drops=0, restarts=0` about a tenth of
-    the solves."""
+    the minimum, legal only once polished; with `effort=0` no local search,
+    a few ms per sku."""
     net = _net(problem, k)
     search = _Search(net, width)
     if net.c.size:
@@ -540,9 +550,16 @@ def plan_sku(
         if greedy:
             # Nearest-first matching is a good start where trips dominate (dense clusters).
             search.polish(_lane_flows(net, _greedy_flows(problem, net.unit, net.dist)))
-        search.local_search(drops, swaps)
-        for _ in range(restarts):
-            search.kick(rng, share, drops, swaps)
+        search.budget = effort
+        if effort > 0:
+            search.descend(search.x)
+            idle = 0
+            for _ in range(restarts):
+                if search.budget <= 0 or idle >= patience:
+                    break
+                before = search.value
+                search.kick(rng, share)
+                idle = idle + 1 if search.value >= before else 0
     return _plan_of(problem, net, search.x)
 
 
@@ -559,7 +576,7 @@ def _initial_divisors(net: _Net, fast: bool) -> list[np.ndarray]:
 NETWORK_OPTIONS: dict[str, Any] = {
     "k": 8,
     "rounds": 8,
-    "drops": 0,
+    "effort": 0,
     "restarts": 0,
     "fast": True,
     "greedy": True,
