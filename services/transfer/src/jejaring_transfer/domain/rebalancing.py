@@ -184,6 +184,7 @@ class _Net:
     dist: np.ndarray  # km, sources x sinks
     unit: np.ndarray  # rupiah per unit, sources x sinks (unit_costs)
     lane_of: np.ndarray  # sources x sinks -> lane index, -1 where there is no lane
+    solved: int = 0  # arcs of every flow solved so far: the local search's effort spent
 
     def value(self, x: np.ndarray) -> int:
         """True objective of lane flows `x` (packs): transport, price, trips, shortage."""
@@ -197,6 +198,7 @@ class _Net:
     def flow(self, sel: np.ndarray, cost: np.ndarray, forced: int = -1) -> np.ndarray:
         """Min-cost flow over the lanes `sel` at per-pack `cost`; flows of every lane.
         Lane `forced` (when >= 0, one of `sel`) carries at least the minimum."""
+        assert forced < 0 or bool((sel == forced).any()), "the forced lane must be in sel"
         x = self._solve(sel, cost[sel], np.where(sel == forced, self.minimum, 0))
         if x is None:
             raise RuntimeError("min-cost flow found no flow")
@@ -222,6 +224,7 @@ class _Net:
             if (supplies[:n_src] < 0).any() or (supplies[n_src : n_src + self.b.size] > 0).any():
                 return None
         tails, heads, caps, costs = self.arcs
+        self.solved += sel.size + tails.size
         smcf = min_cost_flow.SimpleMinCostFlow()
         smcf.add_arcs_with_capacity_and_unit_cost(
             np.concatenate((self.li[sel], tails)),
@@ -312,25 +315,23 @@ class _Search:
 
     The search moves between lane sets, each priced by `_Net.bounded` (the cheapest
     legal flow that uses exactly those lanes): open a lane, close one, or move one's
-    trip to a closed lane at the same source or sink. Every solve's size (its arcs) is
-    counted against a budget, which bounds the search's time whatever the sku's size."""
+    trip to a closed lane at the same source or sink. The arcs of every flow it solves
+    (`_Net.solved`) count against `limit`, which bounds its time whatever the sku's size."""
 
     def __init__(self, net: _Net, width: int = 16) -> None:
         self.net = net
         self.width = width  # closed lanes tried per add step
         self.x = np.zeros(net.c.size, dtype=np.int64)
         self.value = net.value(self.x)
-        self.budget = 0  # flow arcs the local search may still solve over
+        self.limit = 0  # the search stops once `net.solved` reaches this
 
-    def offer(self, x: np.ndarray) -> bool:
+    def offer(self, x: np.ndarray) -> None:
         """Keep `x` if it is legal (fast slope scaling's raw flows may not be) and better."""
         if ((x > 0) & (x < self.net.minimum)).any():
-            return False
+            return
         v = self.net.value(x)
         if v < self.value:
             self.x, self.value = x, v
-            return True
-        return False
 
     def polish(self, x: np.ndarray) -> np.ndarray:
         """The best flow over the lanes `x` opened: trips are paid once a lane is open,
@@ -372,13 +373,12 @@ class _Search:
             self.polish(x)
 
     def _price(self, sel: np.ndarray) -> tuple[np.ndarray, int] | None:
-        """One move's lanes priced by `_Net.bounded`, against the budget."""
-        self._spend(sel.size)
+        """One move's lanes priced by `_Net.bounded`."""
         y = self.net.bounded(sel)
         return None if y is None else (y, self.net.value(y))
 
-    def _spend(self, lanes: int) -> None:
-        self.budget -= lanes + self.net.arcs[0].size
+    def spent(self) -> bool:
+        return self.net.solved >= self.limit
 
     def potentials(self, x: np.ndarray) -> np.ndarray:
         """Node potentials of `x`, the bounded flow over its open lanes: shortest
@@ -425,7 +425,7 @@ class _Search:
         open_lanes = np.flatnonzero(x)
         best: tuple[np.ndarray, int] | None = None
         for lane in order.tolist():
-            if self.budget <= 0:
+            if self.spent():
                 break
             lanes = np.append(open_lanes, lane)
             for priced in (self._price(lanes), self._reroute(lanes, lane)):
@@ -437,7 +437,6 @@ class _Search:
         """The lanes `sel` at their per-pack costs, only `lane` held to the minimum: the
         lanes the flow empties close, those left under the minimum are closed too, and
         what stays open is priced by `_Net.bounded`. One lane in, any number out."""
-        self._spend(sel.size)
         y = self.net.feasible(sel, self.net.c, lane)
         return self._price(np.flatnonzero(y))
 
@@ -445,7 +444,7 @@ class _Search:
         """The first open lane (least loaded first) whose closing lowers the cost."""
         open_lanes = np.flatnonzero(x)
         for lane in open_lanes[np.argsort(x[open_lanes], kind="stable")].tolist():
-            if self.budget <= 0:
+            if self.spent():
                 break
             priced = self._price(open_lanes[open_lanes != lane])
             if priced is not None and priced[1] < v:
@@ -463,7 +462,7 @@ class _Search:
             near = closed & ((net.lj == net.lj[lane]) | (net.li == net.li[lane]))
             others = open_lanes[open_lanes != lane]
             for other in np.flatnonzero(near).tolist():
-                if self.budget <= 0:
+                if self.spent():
                     return None
                 lanes = np.append(others, other)
                 for priced in (self._price(lanes), self._reroute(lanes, other)):
@@ -473,14 +472,14 @@ class _Search:
 
     def descend(self, x: np.ndarray) -> None:
         """Local search from the legal flow `x`: adds, then drops, then swaps, taking the
-        first kind that improves, until none does or the budget is spent. Offers every
+        first kind that improves, until none does or the effort is spent. Offers every
         plan it reaches."""
         priced = self._price(np.flatnonzero(x))
         if priced is None:
             return
         x, v = priced
         self.offer(x)
-        while self.budget > 0:
+        while not self.spent():
             step = self._add(x, v) or self._drop(x, v) or self._swap(x, v)
             if step is None:
                 return
@@ -501,7 +500,6 @@ class _Search:
         slope[open_lanes[~banned]] = net.c[open_lanes[~banned]]
         keep = np.ones(net.c.size, dtype=bool)
         keep[open_lanes[banned]] = False
-        self._spend(2 * net.c.size)
         self.descend(self.polish(net.feasible(np.flatnonzero(keep), slope)))
 
 
@@ -550,12 +548,12 @@ def plan_sku(
         if greedy:
             # Nearest-first matching is a good start where trips dominate (dense clusters).
             search.polish(_lane_flows(net, _greedy_flows(problem, net.unit, net.dist)))
-        search.budget = effort
+        search.limit = net.solved + effort  # construction's solves are not the search's
         if effort > 0:
             search.descend(search.x)
             idle = 0
             for _ in range(restarts):
-                if search.budget <= 0 or idle >= patience:
+                if search.spent() or idle >= patience:
                     break
                 before = search.value
                 search.kick(rng, share)
@@ -742,12 +740,6 @@ class Exact:
     plan: Plan
     bound: float
     proven: bool  # the plan is optimal (the bound equals its cost)
-
-
-def exact_milp(problem: Problem, *, time_limit_s: float = 60.0) -> tuple[Plan, float]:
-    """`solve_exact` as (best plan, lower bound)."""
-    found = solve_exact(problem, time_limit_s=time_limit_s)
-    return found.plan, found.bound
 
 
 def solve_exact(
