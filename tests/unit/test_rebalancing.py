@@ -149,16 +149,24 @@ def test_a_bounded_flow_is_the_cheapest_legal_flow_over_exactly_its_lanes() -> N
     sinks = [Sink("s", -6.41, 106.81, 9), Sink("t", -6.44, 106.84, 13)]
     net = _net(Problem("A", sources, sinks, min_quantity=4), 16)
     assert net.c.size == 4
-    every = np.arange(4)
-    x = net.bounded(every)
-    assert x is not None and (x >= net.minimum).all()
-    best = min(
-        net.value(np.array(f))
-        for f in itertools.product(*(range(net.minimum, int(c) + 1) for c in net.cap))
-        if all(np.bincount(net.li, weights=f, minlength=2) <= net.a)
-        and all(np.bincount(net.lj, weights=f, minlength=2) <= net.b)
-    )
-    assert net.value(x) == best
+
+    def legal(f: tuple[int, ...]) -> bool:
+        return bool(
+            (np.bincount(net.li, weights=f, minlength=2) <= net.a).all()
+            and (np.bincount(net.lj, weights=f, minlength=2) <= net.b).all()
+        )
+
+    for lanes in ([0, 1, 2, 3], [0, 1, 3]):
+        x = net.bounded(np.array(lanes))
+        assert x is not None and legal(tuple(x.tolist()))
+        assert set(np.flatnonzero(x).tolist()) == set(lanes)
+        assert (x[lanes] >= net.minimum).all()
+        ranges = [
+            range(net.minimum, int(c) + 1) if lane in lanes else range(1)
+            for lane, c in enumerate(net.cap)
+        ]
+        best = min(net.value(np.array(f)) for f in itertools.product(*ranges) if legal(f))
+        assert net.value(x) == best
 
 
 def test_a_bounded_flow_refuses_lanes_that_cannot_all_carry_the_minimum() -> None:
@@ -186,6 +194,12 @@ def test_the_local_search_improves_the_constructed_plan_and_more_effort_never_hu
 def test_plans_are_the_same_for_the_same_seed_and_legal_on_any_effort() -> None:
     problem = square(12, 4, min_quantity=6, case_pack=2)
     assert plan_sku(problem) == plan_sku(problem)
+    built = plan_sku(problem, effort=0).cost
     for effort in (1, 1_000):
         plan = plan_sku(problem, effort=effort)
+        assert plan.cost <= built
         assert all(ln.quantity >= 6 and ln.quantity % 2 == 0 for ln in plan.lines)
+        for s in problem.sources:
+            assert sum(ln.quantity for ln in plan.lines if ln.source == s.id) <= s.quantity
+        for t in problem.sinks:
+            assert sum(ln.quantity for ln in plan.lines if ln.sink == t.id) <= t.quantity
