@@ -20,7 +20,6 @@ transfer.plan_approve_per_line
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import time
 import uuid
@@ -42,7 +41,6 @@ from jejaring_transfer.adapters.tables import (
 from jejaring_transfer.api.plans import snapshot
 from jejaring_transfer.config import TransferSettings
 from jejaring_transfer.domain import plans
-from jejaring_transfer.domain.rebalancing import plan_sku
 from jejaring_transfer.entrypoints.app import create_app as create_transfer
 
 FULL = (300, 40, 200)  # outlets, skus, lines approved
@@ -194,7 +192,7 @@ async def _bench_db(ctx: Context, db: DbKind) -> list[Result]:
                     horizon_days=7,
                     max_lines=5000,
                     # The service's own search effort, so the ratio is the API's overhead.
-                    solve=functools.partial(plan_sku, effort=settings.plan_search_effort),
+                    solve=plans.search_solver(settings.plan_search_effort),
                 )
                 solve_s.append(time.perf_counter() - start)
 

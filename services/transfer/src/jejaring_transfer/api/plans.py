@@ -9,7 +9,6 @@ Proposing reads the projections in one short transaction, solves with no transac
 from __future__ import annotations
 
 import asyncio
-import functools
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -40,7 +39,6 @@ from ..adapters.tables import (
 from ..config import TransferSettings
 from ..domain import matching as m
 from ..domain import plans
-from ..domain.rebalancing import plan_sku
 from .routes import _iso, _settings
 
 router = APIRouter(prefix="/api/v1/rebalancing", tags=["rebalancing"])
@@ -228,7 +226,7 @@ async def propose_plan(request: Request, uow: UoW, body: PlanIn | None = None) -
         snap,
         horizon_days=body.horizon_days,
         max_lines=body.max_lines,
-        solve=functools.partial(plan_sku, effort=effort),
+        solve=plans.search_solver(effort),
     )
     plan_id = saga.new_id("plan")
     async with uow:

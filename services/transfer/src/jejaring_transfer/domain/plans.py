@@ -22,6 +22,7 @@ at the centre of the sku's sinks, so its cost is mostly its price.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -92,6 +93,12 @@ class _SourceRef:
 
 
 Solver = Callable[[Problem], Plan]
+
+
+def search_solver(effort: int) -> Solver:
+    """`plan_sku` with its local search bounded at `effort` (the plans API passes its
+    `plan_search_effort`)."""
+    return functools.partial(plan_sku, effort=effort)
 
 
 # -- who is short, who can give ----------------------------------------------------------------
