@@ -7,9 +7,9 @@ one supplier offer per sku.
 
 transfer.plan_propose
     POST /rebalancing/plans over every sku (max_lines 5000), REPEATS times; value = median
-    seconds. Reference: `domain.plans.propose` on the same projections in the same run, at
-    the service's `plan_search_effort` (the solve alone, no database); the ratio is what
-    reading the projections and writing the plan add around it.
+    seconds. Reference: `domain.plans.propose` on the same projections in the same run,
+    with the service's `plan_search_effort` and `plan_lns_rounds` (the solve alone, no
+    database); the ratio is what reading the projections and writing the plan add.
 transfer.plan_approve_per_line
     POST /rebalancing/plans/{id}/approve for the first L lines of a plan, in one call;
     value = ms per line (each opens a restock request, matches its fixed source, writes
@@ -191,8 +191,10 @@ async def _bench_db(ctx: Context, db: DbKind) -> list[Result]:
                     snap,
                     horizon_days=7,
                     max_lines=5000,
-                    # The service's own search effort, so the ratio is the API's overhead.
-                    solve=plans.search_solver(settings.plan_search_effort),
+                    # The service's own search, so the ratio is the API's overhead.
+                    solve=plans.search_solver(
+                        settings.plan_search_effort, settings.plan_lns_rounds
+                    ),
                 )
                 solve_s.append(time.perf_counter() - start)
 

@@ -15,6 +15,7 @@ from jejaring_transfer.domain.rebalancing import (
     Sink,
     Source,
     _net,
+    _Search,
     exact_min_cost_flow,
     greedy_nearest,
     plan_network,
@@ -25,6 +26,7 @@ from jejaring_transfer.domain.rebalancing import (
 from jejaring_transfer.domain.rebalancing_gen import network_problems, square
 
 QUICK = 50_000  # local search effort where a test checks rules, not quality
+FEW = 10  # neighbourhood solves where a test checks rules, not quality
 
 
 def network(seed: int, n: int, *, min_quantity: int = 6, case_pack: int = 1) -> Problem:
@@ -45,7 +47,7 @@ def network(seed: int, n: int, *, min_quantity: int = 6, case_pack: int = 1) -> 
 @pytest.mark.parametrize("seed", range(20))
 def test_plans_keep_every_rule(seed: int) -> None:
     problem = network(seed, 12, min_quantity=4 + seed % 5, case_pack=1 + seed % 3)
-    plan = plan_sku(problem, effort=QUICK)
+    plan = plan_sku(problem, effort=QUICK, lns_rounds=FEW)
     sent: dict[str, int] = {}
     got: dict[str, int] = {}
     for line in plan.lines:
@@ -67,7 +69,7 @@ def test_sparse_lanes_cost_within_one_percent_of_the_exact_flow(seed: int) -> No
 
 
 def test_beats_greedy_nearest_on_average() -> None:
-    ours = sum(plan_sku(network(seed, 20), effort=QUICK).cost for seed in range(10))
+    ours = sum(plan_sku(network(seed, 20), effort=QUICK, lns_rounds=FEW).cost for seed in range(10))
     greedy = sum(greedy_nearest(network(seed, 20)).cost for seed in range(10))
     assert ours < greedy
 
@@ -129,7 +131,7 @@ def test_network_mode_plans_are_legal_and_close_to_the_full_search(seed: int) ->
         assert all(line.quantity % problem.case_pack == 0 for line in plan.lines)
     # Network mode skips the local search: its plans cost 5-19% more here than the
     # search's at a quarter of its default effort.
-    full = sum(plan_sku(problem, effort=250_000).cost for problem in problems)
+    full = sum(plan_sku(problem, effort=250_000, lns_rounds=0).cost for problem in problems)
     assert sum(plan.cost for plan in plans) <= full * 1.25
     assert NETWORK_OPTIONS["fast"]
 
@@ -185,8 +187,8 @@ def test_a_bounded_flow_refuses_lanes_that_cannot_all_carry_the_minimum() -> Non
 
 def test_the_local_search_improves_the_constructed_plan_and_more_effort_never_hurts() -> None:
     problem = square(20, 1, min_quantity=6)
-    built = plan_sku(problem, effort=0).cost
-    searched = plan_sku(problem, effort=QUICK).cost
+    built = plan_sku(problem, effort=0, lns_rounds=0).cost
+    searched = plan_sku(problem, effort=QUICK, lns_rounds=0).cost
     assert searched < built
     assert plan_sku(problem).cost <= searched
 
@@ -194,12 +196,38 @@ def test_the_local_search_improves_the_constructed_plan_and_more_effort_never_hu
 def test_plans_are_the_same_for_the_same_seed_and_legal_on_any_effort() -> None:
     problem = square(12, 4, min_quantity=6, case_pack=2)
     assert plan_sku(problem) == plan_sku(problem)
-    built = plan_sku(problem, effort=0).cost
+    built = plan_sku(problem, effort=0, lns_rounds=0).cost
     for effort in (1, 1_000):
-        plan = plan_sku(problem, effort=effort)
+        plan = plan_sku(problem, effort=effort, lns_rounds=FEW)
         assert plan.cost <= built
         assert all(ln.quantity >= 6 and ln.quantity % 2 == 0 for ln in plan.lines)
         for s in problem.sources:
             assert sum(ln.quantity for ln in plan.lines if ln.source == s.id) <= s.quantity
         for t in problem.sinks:
             assert sum(ln.quantity for ln in plan.lines if ln.sink == t.id) <= t.quantity
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_neighbourhood_over_every_sink_finds_the_proven_optimum(seed: int) -> None:
+    # With every sink inside, the neighbourhood's CP-SAT model is the whole problem.
+    problem = square(4, seed, min_quantity=6)
+    exact = solve_exact(problem, time_limit_s=10, solver="CP-SAT")
+    assert exact.proven
+    net = _net(problem, 16)
+    search = _Search(net)  # from the empty plan: everything short
+    search.neighbourhood(np.arange(net.b.size), 10.0)
+    assert search.value == exact.plan.cost
+
+
+def test_the_neighbourhood_search_improves_the_local_search_and_keeps_every_rule() -> None:
+    problem = square(20, 1, min_quantity=6)
+    searched = plan_sku(problem, lns_rounds=0).cost
+    assert plan_sku(problem).cost < searched
+    problem = square(12, 3, min_quantity=5, case_pack=3)
+    plan = plan_sku(problem, effort=QUICK, lns_rounds=30)
+    assert plan.cost <= plan_sku(problem, effort=QUICK, lns_rounds=0).cost
+    assert all(ln.quantity >= 5 and ln.quantity % 3 == 0 for ln in plan.lines)
+    for s in problem.sources:
+        assert sum(ln.quantity for ln in plan.lines if ln.source == s.id) <= s.quantity
+    for t in problem.sinks:
+        assert sum(ln.quantity for ln in plan.lines if ln.sink == t.id) <= t.quantity

@@ -220,13 +220,13 @@ async def propose_plan(request: Request, uow: UoW, body: PlanIn | None = None) -
     now = utcnow()
     async with uow:
         snap = await snapshot(await uow.session.connection(), body.skus, now)
-    effort = _settings(request).plan_search_effort
+    settings = _settings(request)
     proposal = await asyncio.to_thread(
         plans.propose,
         snap,
         horizon_days=body.horizon_days,
         max_lines=body.max_lines,
-        solve=plans.search_solver(effort),
+        solve=plans.search_solver(settings.plan_search_effort, settings.plan_lns_rounds),
     )
     plan_id = saga.new_id("plan")
     async with uow:

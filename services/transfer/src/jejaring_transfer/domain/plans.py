@@ -95,10 +95,11 @@ class _SourceRef:
 Solver = Callable[[Problem], Plan]
 
 
-def search_solver(effort: int) -> Solver:
-    """`plan_sku` with its local search bounded at `effort` (the plans API passes its
-    `plan_search_effort`)."""
-    return functools.partial(plan_sku, effort=effort)
+def search_solver(effort: int, lns_rounds: int) -> Solver:
+    """`plan_sku` with its local search bounded at `effort` and at most `lns_rounds`
+    neighbourhood solves (the plans API passes its `plan_search_effort` and
+    `plan_lns_rounds`)."""
+    return functools.partial(plan_sku, effort=effort, lns_rounds=lns_rounds)
 
 
 # -- who is short, who can give ----------------------------------------------------------------

@@ -486,6 +486,82 @@ class _Search:
             x, v = step
             self.offer(x)
 
+    def neighbourhood(self, sinks: np.ndarray, time_limit: float) -> None:
+        """Large neighbourhood search: the lanes into `sinks` re-planned exactly by
+        CP-SAT, everything else fixed (sources give them only what the other sinks leave).
+        One worker, a fixed seed and a deterministic time limit: the same plan on any
+        machine. Kept when it lowers the cost."""
+        net = self.net
+        x = self.x
+        inside = np.isin(net.lj, sinks)
+        outside = np.flatnonzero(~inside)
+        left = net.a - np.bincount(
+            net.li[outside], weights=x[outside], minlength=net.a.size
+        ).astype(np.int64)
+        lanes = np.flatnonzero(inside)
+        ub = np.minimum(net.cap[lanes], left[net.li[lanes]])
+        lanes, ub = lanes[ub >= net.minimum], ub[ub >= net.minimum]
+        if lanes.size == 0:
+            return
+        model = cp_model.CpModel()
+        packs = [model.new_int_var(0, int(u), "") for u in ub.tolist()]
+        used = [model.new_bool_var("") for _ in packs]
+        for p, b, u in zip(packs, used, ub.tolist(), strict=True):
+            model.add(p >= net.minimum * b)
+            model.add(p <= u * b)
+        for i in np.unique(net.li[lanes]).tolist():
+            model.add(
+                sum(packs[n] for n in np.flatnonzero(net.li[lanes] == i).tolist()) <= int(left[i])
+            )
+        for j in np.unique(net.lj[lanes]).tolist():
+            model.add(
+                sum(packs[n] for n in np.flatnonzero(net.lj[lanes] == j).tolist()) <= int(net.b[j])
+            )
+        # Each pack delivered saves its shortage penalty.
+        model.minimize(
+            sum(int(c) * p for c, p in zip((net.c[lanes] - net.short).tolist(), packs, strict=True))
+            + net.fixed * sum(used)
+        )
+        for p, b, q in zip(packs, used, x[lanes].tolist(), strict=True):
+            model.add_hint(p, q)
+            model.add_hint(b, int(q > 0))
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        solver.parameters.random_seed = 0
+        solver.parameters.max_deterministic_time = time_limit
+        if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return
+        y = x.copy()
+        y[np.flatnonzero(inside)] = 0
+        y[lanes] = [solver.value(p) for p in packs]
+        self.offer(y)
+
+    def neighbourhoods(
+        self, near: np.ndarray, rounds: int, size: int, time_limit: float, rng: np.random.Generator
+    ) -> None:
+        """Up to `rounds` neighbourhood solves, each over a sink and its `size` nearest
+        sinks (`near`: each sink's sinks, nearest first), centres in a random order. A
+        pass over every centre that finds nothing better grows the neighbourhoods by
+        half, until a pass over the whole problem finds nothing either."""
+        n = near.shape[0]
+        size = min(max(size, 1), n)
+        while rounds > 0:
+            before = self.value
+            seen: set[bytes] = set()
+            for centre in rng.permutation(n).tolist():
+                sinks = np.sort(near[centre, :size])
+                if sinks.tobytes() in seen:
+                    continue  # the same sinks from another centre: the same solve
+                seen.add(sinks.tobytes())
+                if rounds <= 0:
+                    return
+                rounds -= 1
+                self.neighbourhood(sinks, time_limit)
+            if self.value >= before:
+                if size >= n:
+                    return
+                size = min(n, size + max(1, size // 2))
+
     def kick(self, rng: np.random.Generator, share: float) -> None:
         """Iterated local search: close a random `share` of the best plan's lanes, let
         the flow rebuild around them (the kept lanes at their per-pack cost, the others
@@ -516,6 +592,9 @@ def plan_sku(
     seed: int = 0,
     fast: bool = False,
     greedy: bool = True,
+    lns_rounds: int = 60,
+    lns_size: int = 4,
+    lns_time: float = 0.05,
 ) -> Plan:
     """The heuristic plan, every solve an OR-Tools min-cost flow.
 
@@ -528,7 +607,11 @@ def plan_sku(
     set of open lanes (adds, drops, swaps, each priced by a bounded flow solve), then up
     to `restarts` kicks that close a random `share` of the best plan's lanes and search
     again, until the search has solved flows over `effort` arcs in all (or `patience` kicks
-    in a row found nothing better). The best plan seen is returned.
+    in a row found nothing better). Last, a large neighbourhood search: up to
+    `lns_rounds` times, the lanes into a sink and its nearest sinks (`lns_size` of them
+    at first, more once a pass over every sink finds nothing) are re-planned exactly by
+    OR-Tools' CP-SAT with the rest of the plan fixed, each solve bounded by `lns_time`
+    units of CP-SAT's deterministic time. The best plan seen is returned.
 
     `fast` (what `plan_network` uses): one slope-scaling schedule whose rounds ignore
     the minimum, legal only once polished; with `effort=0` no local search,
@@ -558,7 +641,17 @@ def plan_sku(
                 before = search.value
                 search.kick(rng, share)
                 idle = idle + 1 if search.value >= before else 0
+        if lns_rounds > 0:
+            search.neighbourhoods(_nearest_sinks(problem), lns_rounds, lns_size, lns_time, rng)
     return _plan_of(problem, net, search.x)
+
+
+def _nearest_sinks(problem: Problem) -> np.ndarray:
+    """Each sink's sinks, nearest first (itself first); flat-earth degrees suffice to
+    order neighbours a few km apart."""
+    pos = np.array([(t.lat, t.lon) for t in problem.sinks], dtype=np.float64).reshape(-1, 2)
+    squared = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(axis=2)
+    return np.argsort(squared, axis=1, kind="stable")
 
 
 def _initial_divisors(net: _Net, fast: bool) -> list[np.ndarray]:
@@ -576,6 +669,7 @@ NETWORK_OPTIONS: dict[str, Any] = {
     "rounds": 8,
     "effort": 0,
     "restarts": 0,
+    "lns_rounds": 0,
     "fast": True,
     "greedy": True,
 }
