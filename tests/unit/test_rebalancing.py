@@ -14,8 +14,13 @@ from jejaring_transfer.domain.rebalancing import (
     Problem,
     Sink,
     Source,
+    _greedy_flows,
+    _lane_flows,
+    _Net,
     _net,
+    _plan_of,
     _Search,
+    evaluate,
     exact_min_cost_flow,
     greedy_nearest,
     plan_network,
@@ -190,7 +195,7 @@ def test_the_local_search_improves_the_constructed_plan_and_more_effort_never_hu
     built = plan_sku(problem, effort=0, lns_rounds=0).cost
     searched = plan_sku(problem, effort=QUICK, lns_rounds=0).cost
     assert searched < built
-    assert plan_sku(problem).cost <= searched
+    assert plan_sku(problem, lns_rounds=0).cost <= searched
 
 
 def test_plans_are_the_same_for_the_same_seed_and_legal_on_any_effort() -> None:
@@ -220,14 +225,56 @@ def test_a_neighbourhood_over_every_sink_finds_the_proven_optimum(seed: int) -> 
 
 
 def test_the_neighbourhood_search_improves_the_local_search_and_keeps_every_rule() -> None:
-    problem = square(20, 1, min_quantity=6)
-    searched = plan_sku(problem, lns_rounds=0).cost
-    assert plan_sku(problem).cost < searched
-    problem = square(12, 3, min_quantity=5, case_pack=3)
-    plan = plan_sku(problem, effort=QUICK, lns_rounds=30)
-    assert plan.cost <= plan_sku(problem, effort=QUICK, lns_rounds=0).cost
-    assert all(ln.quantity >= 5 and ln.quantity % 3 == 0 for ln in plan.lines)
-    for s in problem.sources:
-        assert sum(ln.quantity for ln in plan.lines if ln.source == s.id) <= s.quantity
-    for t in problem.sinks:
-        assert sum(ln.quantity for ln in plan.lines if ln.sink == t.id) <= t.quantity
+    for problem in (square(20, 1, min_quantity=6), square(12, 3, min_quantity=5, case_pack=3)):
+        searched = plan_sku(problem, effort=QUICK, lns_rounds=0).cost
+        plan = plan_sku(problem, effort=QUICK, lns_rounds=30)
+        assert plan.cost < searched
+        pack, minimum = problem.case_pack, problem.min_quantity
+        assert all(ln.quantity >= minimum and ln.quantity % pack == 0 for ln in plan.lines)
+        for s in problem.sources:
+            assert sum(ln.quantity for ln in plan.lines if ln.source == s.id) <= s.quantity
+        for t in problem.sinks:
+            assert sum(ln.quantity for ln in plan.lines if ln.sink == t.id) <= t.quantity
+
+
+def test_a_neighbourhood_keeps_the_rest_of_the_plan_and_its_value_is_the_true_cost() -> None:
+    # After a descent the sources are shared between sinks inside and outside.
+    problem = square(12, 2, min_quantity=6)
+    net = _net(problem, 16)
+    search = _Search(net)
+    search.limit = QUICK
+    search.descend(_lane_flows(net, _greedy_flows(problem)))
+    before = search.x.copy()
+    sinks = np.array([0, 3, 5])
+    assert search.neighbourhood(sinks, 1.0)
+    outside = ~np.isin(net.lj, sinks)
+    assert (search.x[outside] == before[outside]).all()
+    assert (np.bincount(net.li, weights=search.x, minlength=net.a.size) <= net.a).all()
+    assert (np.bincount(net.lj, weights=search.x, minlength=net.b.size) <= net.b).all()
+    assert not ((search.x > 0) & (search.x < net.minimum)).any()
+    plan = _plan_of(problem, net, search.x)
+    assert search.value == plan.cost == evaluate(problem, _flows_of(net, search.x)).cost
+
+
+def _flows_of(net: _Net, x: np.ndarray) -> dict[tuple[int, int], int]:
+    return {(int(net.li[n]), int(net.lj[n])): int(x[n]) * net.pack for n in np.flatnonzero(x)}
+
+
+def test_lns_rounds_bounds_the_neighbourhood_solves(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    solve = _Search.neighbourhood
+
+    def counted(self: _Search, sinks: np.ndarray, time_limit: float) -> bool:
+        solved = solve(self, sinks, time_limit)
+        if solved:  # a neighbourhood with nothing to solve costs no round
+            calls.append(sinks.size)
+        return solved
+
+    monkeypatch.setattr(_Search, "neighbourhood", counted)
+    problem = square(12, 0, min_quantity=6)
+    plan_sku(problem, effort=QUICK, lns_rounds=7)
+    assert len(calls) == 7
+    calls.clear()
+    # Given rounds enough, the neighbourhoods grow to every sink, then the search stops.
+    plan_sku(problem, effort=QUICK, lns_rounds=10_000)
+    assert max(calls) == len(problem.sinks) and len(calls) < 10_000

@@ -42,7 +42,7 @@ class TransferSettings(ServiceSettings):
         "(rebalancing.plan_sku's effort; 0 = none): more finds cheaper plans, slower",
     )
     plan_lns_rounds: int = Field(
-        default=10,
+        default=5,
         ge=0,
         description="Neighbourhood solves per sku when proposing a plan, after the local "
         "search (rebalancing.plan_sku's lns_rounds, each a small CP-SAT model; 0 = none)",

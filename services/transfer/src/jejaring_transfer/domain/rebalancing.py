@@ -486,37 +486,40 @@ class _Search:
             x, v = step
             self.offer(x)
 
-    def neighbourhood(self, sinks: np.ndarray, time_limit: float) -> None:
+    def neighbourhood(self, sinks: np.ndarray, time_limit: float) -> bool:
         """Large neighbourhood search: the lanes into `sinks` re-planned exactly by
         CP-SAT, everything else fixed (sources give them only what the other sinks leave).
         One worker, a fixed seed and a deterministic time limit: the same plan on any
-        machine. Kept when it lowers the cost."""
+        machine with the same OR-Tools build. Kept when it lowers the cost. False when
+        there was nothing to solve (no lane into these sinks can carry the minimum)."""
         net = self.net
         x = self.x
         inside = np.isin(net.lj, sinks)
         outside = np.flatnonzero(~inside)
-        left = net.a - np.bincount(
-            net.li[outside], weights=x[outside], minlength=net.a.size
-        ).astype(np.int64)
+        given = np.bincount(net.li[outside], weights=x[outside], minlength=net.a.size)
+        left = net.a - given.astype(np.int64)
         lanes = np.flatnonzero(inside)
         ub = np.minimum(net.cap[lanes], left[net.li[lanes]])
+        # A lane the plan uses carries at least the minimum and at most `ub`, so the lanes
+        # dropped here carry nothing and the current plan stays a valid hint.
         lanes, ub = lanes[ub >= net.minimum], ub[ub >= net.minimum]
         if lanes.size == 0:
-            return
+            return False
         model = cp_model.CpModel()
         packs = [model.new_int_var(0, int(u), "") for u in ub.tolist()]
         used = [model.new_bool_var("") for _ in packs]
         for p, b, u in zip(packs, used, ub.tolist(), strict=True):
             model.add(p >= net.minimum * b)
             model.add(p <= u * b)
-        for i in np.unique(net.li[lanes]).tolist():
-            model.add(
-                sum(packs[n] for n in np.flatnonzero(net.li[lanes] == i).tolist()) <= int(left[i])
-            )
-        for j in np.unique(net.lj[lanes]).tolist():
-            model.add(
-                sum(packs[n] for n in np.flatnonzero(net.lj[lanes] == j).tolist()) <= int(net.b[j])
-            )
+        by_source: dict[int, list[cp_model.IntVar]] = {}
+        by_sink: dict[int, list[cp_model.IntVar]] = {}
+        for p, i, j in zip(packs, net.li[lanes].tolist(), net.lj[lanes].tolist(), strict=True):
+            by_source.setdefault(i, []).append(p)
+            by_sink.setdefault(j, []).append(p)
+        for i, row in by_source.items():
+            model.add(sum(row) <= int(left[i]))
+        for j, col in by_sink.items():
+            model.add(sum(col) <= int(net.b[j]))
         # Each pack delivered saves its shortage penalty.
         model.minimize(
             sum(int(c) * p for c, p in zip((net.c[lanes] - net.short).tolist(), packs, strict=True))
@@ -529,34 +532,39 @@ class _Search:
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = 0
         solver.parameters.max_deterministic_time = time_limit
-        if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return
-        y = x.copy()
-        y[np.flatnonzero(inside)] = 0
-        y[lanes] = [solver.value(p) for p in packs]
-        self.offer(y)
+        if solver.solve(model) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            y = x.copy()
+            y[np.flatnonzero(inside)] = 0
+            y[lanes] = [solver.value(p) for p in packs]
+            self.offer(y)
+        return True
 
     def neighbourhoods(
-        self, near: np.ndarray, rounds: int, size: int, time_limit: float, rng: np.random.Generator
+        self,
+        where: np.ndarray,
+        rounds: int,
+        size: int,
+        time_limit: float,
+        rng: np.random.Generator,
     ) -> None:
         """Up to `rounds` neighbourhood solves, each over a sink and its `size` nearest
-        sinks (`near`: each sink's sinks, nearest first), centres in a random order. A
-        pass over every centre that finds nothing better grows the neighbourhoods by
-        half, until a pass over the whole problem finds nothing either."""
-        n = near.shape[0]
+        sinks (`where`: the sinks' coordinates), centres in a random order. A pass over
+        every centre that finds nothing better grows the neighbourhoods by half, until a
+        pass over the whole problem finds nothing either."""
+        n = where.shape[0]
         size = min(max(size, 1), n)
         while rounds > 0:
             before = self.value
             seen: set[bytes] = set()
             for centre in rng.permutation(n).tolist():
-                sinks = np.sort(near[centre, :size])
+                if rounds <= 0:
+                    return
+                sinks = np.sort(_nearest(where, centre, size))
                 if sinks.tobytes() in seen:
                     continue  # the same sinks from another centre: the same solve
                 seen.add(sinks.tobytes())
-                if rounds <= 0:
-                    return
-                rounds -= 1
-                self.neighbourhood(sinks, time_limit)
+                if self.neighbourhood(sinks, time_limit):
+                    rounds -= 1
             if self.value >= before:
                 if size >= n:
                     return
@@ -642,16 +650,16 @@ def plan_sku(
                 search.kick(rng, share)
                 idle = idle + 1 if search.value >= before else 0
         if lns_rounds > 0:
-            search.neighbourhoods(_nearest_sinks(problem), lns_rounds, lns_size, lns_time, rng)
+            where = np.array([(t.lat, t.lon) for t in problem.sinks], dtype=np.float64)
+            search.neighbourhoods(where, lns_rounds, lns_size, lns_time, rng)
     return _plan_of(problem, net, search.x)
 
 
-def _nearest_sinks(problem: Problem) -> np.ndarray:
-    """Each sink's sinks, nearest first (itself first); flat-earth degrees suffice to
-    order neighbours a few km apart."""
-    pos = np.array([(t.lat, t.lon) for t in problem.sinks], dtype=np.float64).reshape(-1, 2)
-    squared = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(axis=2)
-    return np.argsort(squared, axis=1, kind="stable")
+def _nearest(where: np.ndarray, centre: int, size: int) -> np.ndarray:
+    """The `size` points of `where` nearest `centre` (itself first); flat-earth degrees
+    suffice to order neighbours a few km apart."""
+    squared = ((where - where[centre]) ** 2).sum(axis=1)
+    return np.argsort(squared, kind="stable")[:size]
 
 
 def _initial_divisors(net: _Net, fast: bool) -> list[np.ndarray]:
@@ -908,7 +916,9 @@ def solve_exact(
 
 
 def _solve_cp_sat(problem: Problem, time_limit_s: float, hint: Plan | None, workers: int) -> Exact:
-    """`solve_exact`'s model in CP-SAT (integer costs, so its bound is exact too)."""
+    """`solve_exact`'s model in CP-SAT (integer costs, so its bound is exact too). Kept
+    apart from `_Search.neighbourhood`'s model on purpose: it is the yardstick the
+    planner is measured against, so it shares none of the planner's code."""
     base = unit_costs(problem)
     pack = problem.case_pack
     minimum = max(problem.min_quantity, pack)
