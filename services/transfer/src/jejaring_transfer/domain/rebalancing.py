@@ -4,8 +4,10 @@ The core is OR-Tools' min-cost flow over sparse candidate lanes (each short outl
 its k nearest sources and every supplier). Minimum transfer quantities and a fixed cost
 per lane make the exact problem a MILP; `plan_sku` handles them with a tested heuristic:
 slope scaling (the fixed cost is spread over the flow the lane carried last round) builds
-plans, and a local search over which lanes are open improves them, pricing each set of
-lanes by a min-cost flow in which every open lane carries at least the minimum.
+plans, a local search over which lanes are open improves them, pricing each set of
+lanes by a min-cost flow in which every open lane carries at least the minimum, and a
+large neighbourhood search re-plans a few neighbouring sinks at a time exactly with
+OR-Tools' CP-SAT.
 `solve_exact` (SCIP or CP-SAT) and `greedy_nearest` exist to measure it against.
 
 Costs are integer rupiah: transport per unit and km, a supplier's unit price, a fixed
