@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
@@ -20,6 +21,7 @@ from jejaring_shared.contracts import utcnow
 from jejaring_shared.contracts.catalog import ProductCreated
 from jejaring_shared.contracts.stock import ReservationRejected, StockSurplus
 from jejaring_shared.contracts.topics import TRANSFER_EVENTS
+from jejaring_transfer.domain import plans
 from support.kafka_io import read_all
 from support.stock import running_stock, stock_settings
 from support.transfer import (
@@ -98,12 +100,23 @@ def error(resp: httpx.Response, status: int, code: str, field: str | None) -> No
 
 
 async def test_plan_approve_reserve_dispatch_receive_and_reject(
-    db_url: str, private_broker: Any, tmp_path: Path
+    db_url: str, private_broker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bs = private_broker.bootstrap_servers
     rich, poor, poor2, sku = uid("rich"), uid("poor"), uid("poor2"), uid("sku")
     stock_cfg = stock_settings(f"sqlite+aiosqlite:///{tmp_path}/stock.db", bs)
-    transfer_cfg = settings_for(db_url, bs, auto_restock=False)
+    transfer_cfg = settings_for(
+        db_url, bs, auto_restock=False, plan_search_effort=1_234, plan_lns_rounds=3
+    )
+    # The planner runs with the service's settings.
+    searches: list[tuple[int, int]] = []
+    solver = plans.search_solver
+
+    def recorded(effort: int, lns_rounds: int) -> plans.Solver:
+        searches.append((effort, lns_rounds))
+        return solver(effort, lns_rounds)
+
+    monkeypatch.setattr(plans, "search_solver", recorded)
     async with (
         running_stock(stock_cfg) as (_stock_app, stock),
         running(transfer_cfg) as (app, client),
@@ -138,6 +151,7 @@ async def test_plan_approve_reserve_dispatch_receive_and_reject(
 
         # -- propose --
         resp = await client.post("/api/v1/rebalancing/plans", json={"skus": [sku]})
+        assert searches == [(1_234, 3)]
         assert resp.status_code == 201, resp.text
         plan = resp.json()
         assert plan["status"] == "proposed" and plan["horizon_days"] == 7
