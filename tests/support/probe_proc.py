@@ -2,8 +2,9 @@
 
 python -m support.probe_proc --db URL --bootstrap HOST:PORT --name A [--kill-after-commits N]
 
-Prints `assigned <n>` whenever its partition assignment changes, and on SIGTERM shuts down
-gracefully and prints `stats <json>`.
+Prints `assigned <n>` whenever its partition assignment changes, `handled <json>` whenever
+its counts of handled messages change (so a test can wait for what it was redelivered), and
+on SIGTERM shuts down gracefully and prints `stats <json>`.
 """
 
 from __future__ import annotations
@@ -51,20 +52,28 @@ async def main() -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
         runner = app.state.runtime.consumers[0]
+
+        def counts() -> dict[str, float]:
+            return {
+                s.labels["outcome"]: s.value
+                for m in app.state.runtime.metrics.handled.collect()
+                for s in m.samples
+                if s.name.endswith("_total")
+            }
+
         last = -1
+        handled: dict[str, float] = {}
         print("started", flush=True)
         while not stop.is_set():
             if len(runner.assigned) != last:
                 last = len(runner.assigned)
                 print(f"assigned {last}", flush=True)
+            if counts() != handled:
+                handled = counts()
+                print("handled " + json.dumps(handled), flush=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
-        handled = {
-            s.labels["outcome"]: s.value
-            for m in app.state.runtime.metrics.handled.collect()
-            for s in m.samples
-            if s.name.endswith("_total")
-        }
+        handled = counts()
     print("stats " + json.dumps({"handled": handled, "commits": commits}), flush=True)
 
 
