@@ -68,8 +68,9 @@ async def main() -> None:
             if len(runner.assigned) != last:
                 last = len(runner.assigned)
                 print(f"assigned {last}", flush=True)
-            if counts() != handled:
-                handled = counts()
+            now = counts()
+            if now != handled:
+                handled = now
                 print("handled " + json.dumps(handled), flush=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)

@@ -11,15 +11,16 @@ import pytest
 from jejaring_transfer.domain.rebalancing import (
     NETWORK_OPTIONS,
     CostModel,
+    Plan,
     Problem,
     Sink,
     Source,
     _greedy_flows,
     _lane_flows,
-    _Net,
     _net,
     _plan_of,
     _Search,
+    _unit_flows,
     evaluate,
     exact_min_cost_flow,
     greedy_nearest,
@@ -47,6 +48,17 @@ def network(seed: int, n: int, *, min_quantity: int = 6, case_pack: int = 1) -> 
         for j in range(n)
     ]
     return Problem("A", sources, sinks, min_quantity=min_quantity, case_pack=case_pack)
+
+
+def assert_legal(problem: Problem, plan: Plan) -> None:
+    """Every line at least the minimum in whole packs; no source gives more than its
+    surplus, no sink gets more than it needs."""
+    pack, minimum = problem.case_pack, problem.min_quantity
+    assert all(ln.quantity >= minimum and ln.quantity % pack == 0 for ln in plan.lines)
+    for s in problem.sources:
+        assert sum(ln.quantity for ln in plan.lines if ln.source == s.id) <= s.quantity
+    for t in problem.sinks:
+        assert sum(ln.quantity for ln in plan.lines if ln.sink == t.id) <= t.quantity
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -205,11 +217,7 @@ def test_plans_are_the_same_for_the_same_seed_and_legal_on_any_effort() -> None:
     for effort in (1, 1_000):
         plan = plan_sku(problem, effort=effort, lns_rounds=FEW)
         assert plan.cost <= built
-        assert all(ln.quantity >= 6 and ln.quantity % 2 == 0 for ln in plan.lines)
-        for s in problem.sources:
-            assert sum(ln.quantity for ln in plan.lines if ln.source == s.id) <= s.quantity
-        for t in problem.sinks:
-            assert sum(ln.quantity for ln in plan.lines if ln.sink == t.id) <= t.quantity
+        assert_legal(problem, plan)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -229,12 +237,7 @@ def test_the_neighbourhood_search_improves_the_local_search_and_keeps_every_rule
         searched = plan_sku(problem, effort=QUICK, lns_rounds=0).cost
         plan = plan_sku(problem, effort=QUICK, lns_rounds=30)
         assert plan.cost < searched
-        pack, minimum = problem.case_pack, problem.min_quantity
-        assert all(ln.quantity >= minimum and ln.quantity % pack == 0 for ln in plan.lines)
-        for s in problem.sources:
-            assert sum(ln.quantity for ln in plan.lines if ln.source == s.id) <= s.quantity
-        for t in problem.sinks:
-            assert sum(ln.quantity for ln in plan.lines if ln.sink == t.id) <= t.quantity
+        assert_legal(problem, plan)
 
 
 def test_a_neighbourhood_keeps_the_rest_of_the_plan_and_its_value_is_the_true_cost() -> None:
@@ -253,11 +256,7 @@ def test_a_neighbourhood_keeps_the_rest_of_the_plan_and_its_value_is_the_true_co
     assert (np.bincount(net.lj, weights=search.x, minlength=net.b.size) <= net.b).all()
     assert not ((search.x > 0) & (search.x < net.minimum)).any()
     plan = _plan_of(problem, net, search.x)
-    assert search.value == plan.cost == evaluate(problem, _flows_of(net, search.x)).cost
-
-
-def _flows_of(net: _Net, x: np.ndarray) -> dict[tuple[int, int], int]:
-    return {(int(net.li[n]), int(net.lj[n])): int(x[n]) * net.pack for n in np.flatnonzero(x)}
+    assert search.value == plan.cost == evaluate(problem, _unit_flows(net, search.x)).cost
 
 
 def test_lns_rounds_bounds_the_neighbourhood_solves(monkeypatch: pytest.MonkeyPatch) -> None:

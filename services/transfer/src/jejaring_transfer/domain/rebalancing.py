@@ -536,7 +536,7 @@ class _Search:
         solver.parameters.max_deterministic_time = time_limit
         if solver.solve(model) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             y = x.copy()
-            y[np.flatnonzero(inside)] = 0
+            y[inside] = 0
             y[lanes] = [solver.value(p) for p in packs]
             self.offer(y)
         return True
@@ -732,10 +732,16 @@ def _lane_flows(net: _Net, flows: dict[tuple[int, int], int]) -> np.ndarray:
     return x
 
 
+def _unit_flows(net: _Net, x: np.ndarray) -> dict[tuple[int, int], int]:
+    """Pack flows `x` over the net's lanes as units per (source, sink) used."""
+    return {
+        (int(net.li[lane]), int(net.lj[lane])): int(x[lane]) * net.pack
+        for lane in np.flatnonzero(x)
+    }
+
+
 def _plan_of(problem: Problem, net: _Net, x: np.ndarray) -> Plan:
-    used = np.flatnonzero(x)
-    flows = {(int(net.li[lane]), int(net.lj[lane])): int(x[lane]) * net.pack for lane in used}
-    return evaluate(problem, flows, net.unit)
+    return evaluate(problem, _unit_flows(net, x), net.unit)
 
 
 def _solve_flow(
