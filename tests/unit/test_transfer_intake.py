@@ -188,8 +188,66 @@ async def test_a_batch_reads_the_network_once_and_each_match_sees_what_the_last_
         )
     assert all(not o.merged for o in opened)
     assert given == {"x0": 4, "x1": 4, "x2": 4, "x3": 3}  # x4: nothing left to give
-    stock_reads = [s for s in statements if "FROM stock_view" in s]
-    assert len(stock_reads) == 1  # one batch, one read
+    # One batch: one read of each (stock, products, open requests), and each new request
+    # written once, with its first match.
+    assert sum("FROM stock_view" in s for s in statements) == 1
+    assert sum("FROM products_view" in s for s in statements) == 1
+    assert sum("FROM restock_requests" in s and "open_key IN" in s for s in statements) == 1
+    assert sum("FROM restock_requests" in s for s in statements) == 2  # and this test's
+    assert sum(s.startswith("INSERT INTO restock_requests") for s in statements) == 5
+    assert not [s for s in statements if s.startswith("UPDATE restock_requests")]
+
+
+async def _merges_within_a_batch(engine: AsyncEngine, url: str) -> None:
+    """A request merges into the open one of its outlet and sku, whether that was opened
+    before the batch or earlier in the same batch (the batch reads the open requests once
+    and keeps them current)."""
+    now = datetime.now(UTC)
+    await _donor(engine, now)
+    intake = RestockIntake(
+        UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
+    )
+    before = await intake.submit(outlet_id="a", sku="rice", quantity=2, needed_by=None, now=now)
+    opened = await asyncio.gather(
+        *(
+            intake.submit(outlet_id=outlet, sku="rice", quantity=q, needed_by=None, now=now)
+            for outlet, q in (("b", 3), ("a", 1), ("b", 4), ("a", 2))
+        )
+    )
+    assert [o.merged for o in opened] == [False, True, True, True]
+    assert {o.request_id for o in opened} == {before.request_id, opened[0].request_id}
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(
+                    restock_requests.c.outlet_id,
+                    restock_requests.c.quantity,
+                    restock_requests.c.merged,
+                    restock_requests.c.status,
+                ).order_by("outlet_id")
+            )
+        ).all()
+        given = dict(
+            (
+                await conn.execute(
+                    sa.select(restock_requests.c.outlet_id, sa.func.sum(legs.c.quantity))
+                    .join(legs, legs.c.request_id == restock_requests.c.id)
+                    .group_by(restock_requests.c.outlet_id)
+                )
+            ).all()
+        )
+    assert [tuple(r) for r in rows] == [("a", 5, 2, "matching"), ("b", 7, 1, "matching")]
+    assert given == {"a": 5, "b": 7}  # 12 of the donor's 15 to spare, every merge matched
+
+
+async def test_requests_merge_within_a_batch(transfer_db: tuple[AsyncEngine, str]) -> None:
+    await _merges_within_a_batch(*transfer_db)
+
+
+async def test_requests_merge_within_a_batch_on_postgresql(
+    pg_transfer_db: tuple[AsyncEngine, str],
+) -> None:
+    await _merges_within_a_batch(*pg_transfer_db)
 
 
 async def test_ids_with_colons_never_share_an_open_request(

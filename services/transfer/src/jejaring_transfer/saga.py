@@ -113,6 +113,8 @@ class Ctx:
     each match takes its allocations out, so the next sees what network_for would read."""
     network_destinations: frozenset[str] = frozenset()
     """The destinations `network` was read for (an unknown outlet is not in its outlets)."""
+    batch: Batch | None = None
+    """The intake's other reads for its batch: open_request looks there first."""
 
     async def conn(self) -> AsyncConnection:
         return await self.uow.session.connection()
@@ -139,6 +141,19 @@ class Ctx:
                 request_id, to_state, self.now, leg_id=leg_id, from_state=from_state, reason=reason
             ),
         )
+
+
+@dataclass
+class Batch:
+    """What the intake read once for a batch of requests in its unit of work, so each
+    request of the batch does not read it again (a statement is a thread hop on SQLite,
+    several times the cost of the statement itself)."""
+
+    products: dict[str, dict[str, Any] | None]
+    """products_view rows by sku (None: not known) of every sku of the batch."""
+    open_requests: dict[str, dict[str, Any] | None]
+    """The open request (locked) by open key, of every key of the batch; kept current as
+    the batch opens and merges requests."""
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -242,6 +257,28 @@ def product_from(row: Any, sku: str) -> m.Product:
 async def product_of(conn: AsyncConnection, sku: str) -> m.Product:
     row = await one(conn, _PRODUCT, {"b_sku": sku})
     return product_from(row, sku)
+
+
+async def read_products(conn: AsyncConnection, skus: Sequence[str]) -> dict[str, Any]:
+    """products_view rows of `skus` by sku, None for a sku not known; one statement."""
+    rows = await many(conn, sa.select(products_view).where(products_view.c.sku.in_(skus)))
+    return {sku: None for sku in skus} | {r["sku"]: r for r in rows}
+
+
+async def read_open_requests(conn: AsyncConnection, open_keys: Sequence[str]) -> dict[str, Any]:
+    """The open request (locked) of each of `open_keys`, None where there is none; one
+    statement. On PostgreSQL the skus' matching locks must be held already (see
+    lock_request): `network_for` takes them."""
+    found = {
+        r["open_key"]: r
+        for r in await many(
+            conn,
+            sa.select(restock_requests)
+            .where(restock_requests.c.open_key.in_(sorted(set(open_keys))))
+            .with_for_update(),
+        )
+    }
+    return {key: found.get(key) for key in open_keys}
 
 
 # Units live legs hold, per source: a proposed outlet leg's reservation is not in the stock
@@ -387,9 +424,8 @@ async def network_for(
             )
         )
     if products is None or any(sku not in products for sku in skus):
-        rows = await many(conn, sa.select(products_view).where(products_view.c.sku.in_(skus)))
-        by_sku = {r["sku"]: r for r in rows}
-        products = {sku: product_from(by_sku.get(sku), sku) for sku in skus}
+        rows = await read_products(conn, skus)
+        products = {sku: product_from(row, sku) for sku, row in rows.items()}
     return m.Network(outlets=outlets, stock=stock, offers=offers, products=dict(products))
 
 
@@ -425,13 +461,20 @@ async def open_request(
     """Open a request, or merge it into the open one of the same outlet and sku; then match
     what is not yet taken care of."""
     conn = await ctx.conn()
-    product_row = await one(conn, _PRODUCT, {"b_sku": sku})
+    batch = ctx.batch
+    if batch is not None and sku in batch.products:
+        product_row = batch.products[sku]
+    else:
+        product_row = await one(conn, _PRODUCT, {"b_sku": sku})
     if product_row is not None and product_row["retired"]:
         raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
     product = product_from(product_row, sku)
     open_key = open_key_of(outlet_id, sku)
     await lock_skus_for_matching(conn, [sku])  # before the request's row (see lock_request)
-    current = await one(conn, _OPEN_BY_KEY, {"b_key": open_key})
+    if batch is not None and open_key in batch.open_requests:
+        current = batch.open_requests[open_key]
+    else:
+        current = await one(conn, _OPEN_BY_KEY, {"b_key": open_key})
     if current is not None:
         total = m.round_request(current["requested_quantity"] + quantity, product)
         added = max(0, total - current["quantity"])
@@ -492,7 +535,8 @@ async def open_request(
         "created_at": ctx.now,
         "updated_at": ctx.now,
     }
-    await conn.execute(_INSERT_REQUEST, row)
+    if batch is not None:
+        batch.open_requests[open_key] = row  # a later request of the batch merges into it
     reason = f"{origin}; requested {quantity}"
     if rounded != quantity:
         reason += f", rounded to {rounded} (case pack {product.case_pack}, "
@@ -508,8 +552,10 @@ async def open_request(
         ),
         request_id,
     )
-    # A new request has no legs yet.
-    await match_request(ctx, row, announce=True, product=product, request_legs=[])
+    # A new request has no legs yet and at least one case pack to match: it is matched at
+    # once and written with its first match (one INSERT, not an insert and an update).
+    result = await _match(ctx, row, rounded, product)
+    await apply_match(ctx, row, result, announce=True, new=True)
     return Opened(request_id, False, rounded, str(row["status"]))
 
 
@@ -531,6 +577,16 @@ async def match_request(
     rest = remainder(request, request_legs)
     if rest <= 0:
         return 0
+    result = await _match(ctx, request, rest, product)
+    return await apply_match(ctx, request, result, announce=announce)
+
+
+async def _match(
+    ctx: Ctx, request: dict[str, Any], rest: int, product: m.Product | None
+) -> m.Match:
+    """The match of `rest` units of the request (from the batch's network when it covers
+    the request, else read afresh), taken out of that network."""
+    conn = await ctx.conn()
     network = ctx.network
     if network is None or not _covers(ctx, request):
         if network is not None:
@@ -557,7 +613,7 @@ async def match_request(
         m.consume(network, result)
         # As network_for reads them: an offer with nothing left is not a candidate.
         network.offers = [o for o in network.offers if o.quantity > 0]
-    return await apply_match(ctx, request, result, announce=announce)
+    return result
 
 
 def _covers(ctx: Ctx, request: dict[str, Any]) -> bool:
@@ -569,9 +625,12 @@ def _covers(ctx: Ctx, request: dict[str, Any]) -> bool:
     )
 
 
-async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, announce: bool) -> int:
-    """Create the legs of a match (commands and assignments), record its explanation."""
-    if not result.allocations and not announce:
+async def apply_match(
+    ctx: Ctx, request: dict[str, Any], result: m.Match, *, announce: bool, new: bool = False
+) -> int:
+    """Create the legs of a match (commands and assignments), record its explanation.
+    `new`: the request is not written yet; it is inserted with the match."""
+    if not result.allocations and not announce and not new:
         return 0
     conn = await ctx.conn()
     rid = request["id"]
@@ -660,10 +719,13 @@ async def apply_match(ctx: Ctx, request: dict[str, Any], result: m.Match, *, ann
     status = "matching"
     history = list(request["explanation"] or [])
     history.append(explanation)
+    changes = {"status": status, "attempts": attempt, "explanation": history, "updated_at": ctx.now}
+    if new:  # before its legs, which refer to it
+        await conn.execute(_INSERT_REQUEST, {**request, **changes})
+    else:
+        await conn.execute(_UPDATE_REQUEST, set_params(restock_requests, changes, id=rid))
     if leg_rows:
         await conn.execute(sa.insert(legs), leg_rows)
-    changes = {"status": status, "attempts": attempt, "explanation": history, "updated_at": ctx.now}
-    await conn.execute(_UPDATE_REQUEST, set_params(restock_requests, changes, id=rid))
     if request["status"] != status:
         ctx.uow.insert_later(
             saga_history,

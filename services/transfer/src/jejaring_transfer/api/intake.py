@@ -88,15 +88,23 @@ class RestockIntake:
     async def _open_together(self, batch: list[_Pending]) -> list[saga.Opened]:
         async with self._uows() as uow:
             # One read of what matching needs for the whole batch (three queries instead of
-            # three per request); each match then takes its legs out of it in memory.
+            # three per request); each match then takes its legs out of it in memory. The
+            # batch's products and open requests are read once too; the open requests
+            # after the network, whose sku locks come before their rows.
+            conn = await uow.session.connection()
             destinations = frozenset(item.outlet_id for item in batch)
+            skus = sorted({item.sku for item in batch})
+            keys = [saga.open_key_of(item.outlet_id, item.sku) for item in batch]
+            products = await saga.read_products(conn, skus)
             network = await saga.network_for(
-                await uow.session.connection(),
-                sorted({item.sku for item in batch}),
+                conn,
+                skus,
                 batch[0].now,
                 destinations=sorted(destinations),
+                products={sku: saga.product_from(row, sku) for sku, row in products.items()},
             )
-            opened = [await self._open(uow, item, network, destinations) for item in batch]
+            read = saga.Batch(products, await saga.read_open_requests(conn, keys))
+            opened = [await self._open(uow, item, network, destinations, read) for item in batch]
             await uow.commit()
         return opened
 
@@ -136,9 +144,15 @@ class RestockIntake:
         item: _Pending,
         network: m.Network | None = None,
         destinations: frozenset[str] = frozenset(),
+        read: saga.Batch | None = None,
     ) -> saga.Opened:
         ctx = saga.Ctx(
-            uow, self._settings, item.now, network=network, network_destinations=destinations
+            uow,
+            self._settings,
+            item.now,
+            network=network,
+            network_destinations=destinations,
+            batch=read,
         )
         return await saga.open_request(
             ctx,
