@@ -279,7 +279,8 @@ class ConsumerRunner:
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await asyncio.wait_for(consumer.commit(offsets), self._kafka.request_timeout_s)
+            async with asyncio.timeout(self._kafka.request_timeout_s):
+                await consumer.commit(offsets)
         except CommitFailedError as exc:
             # A rebalance took the partition (aiokafka #929): the new owner gets the
             # messages again and the inbox makes them no-ops.
@@ -437,7 +438,10 @@ class ConsumerRunner:
             seen.add(event_id)
             handler = self._handlers[envelope.type]
             try:
-                await asyncio.wait_for(handler(uow, envelope, payload), self._handler_timeout_s)
+                # Not wait_for: on Python 3.11 it runs the handler as a task of its own, one
+                # more trip through the event loop for every message.
+                async with asyncio.timeout(self._handler_timeout_s):
+                    await handler(uow, envelope, payload)
             except TimeoutError:
                 # TimeoutError is an OSError; keep it from looking like a dependency outage.
                 raise HandlerTimeout(f"handler took over {self._handler_timeout_s:.0f}s") from None

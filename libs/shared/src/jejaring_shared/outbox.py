@@ -117,7 +117,8 @@ class OutboxRelay:
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
+            async with asyncio.timeout(self._idle_poll_s):  # no task of its own, as wait_for
+                await self._wake.wait()
         self._wake.clear()
 
     async def publish_pending(self) -> int:
@@ -141,7 +142,8 @@ class OutboxRelay:
                 full = len(rows) == self._batch_size
                 if rows:
                     producer = await self._ensure_producer()
-                    sends = await asyncio.wait_for(self._send(producer, rows), timeout)
+                    async with asyncio.timeout(timeout):
+                        sends = await self._send(producer, rows)
                     ids = [r.id for r in rows]
                     inflight.append(asyncio.create_task(self._complete(ids, sends)))
                     cursor = rows[-1].id
@@ -156,7 +158,8 @@ class OutboxRelay:
     async def _complete(self, ids: list[int], sends: list[Any]) -> int:
         """Wait for a batch's acknowledgements, then mark it published (while the next
         batches are read and sent)."""
-        await asyncio.wait_for(asyncio.gather(*sends), self._kafka.request_timeout_s)
+        async with asyncio.timeout(self._kafka.request_timeout_s):
+            await asyncio.gather(*sends)
         self.kafka_ok = True
         await self._mark_published(ids)
         self._metrics.outbox_published.inc(len(ids))
