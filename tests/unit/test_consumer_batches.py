@@ -3,6 +3,7 @@ falling back to one partition, then one message, at a time when anything fails."
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -133,13 +134,16 @@ async def test_a_failing_message_sends_the_batch_back_to_one_partition_at_a_time
     assert await _inbox(engine) == 4
 
 
-async def test_a_handlers_integrity_error_is_a_failure_and_an_inbox_race_a_duplicate(
+async def test_a_handlers_integrity_error_is_a_failure_and_an_applied_id_a_duplicate(
     engine: AsyncEngine,
 ) -> None:
-    """Only the inbox's own insert losing to another delivery means "already applied"; a
-    constraint a handler breaks is its failure: retried, then dead-lettered, never dropped."""
+    """Only an id the inbox already holds means "already applied" (its handler does not
+    run); a constraint a handler breaks is its failure: retried, then dead-lettered, never
+    dropped."""
+    calls: list[str] = []
 
     async def breaks_a_constraint(uow: Any, envelope: Envelope, _payload: Any) -> None:
+        calls.append(str(envelope.id))
         conn = await uow.session.connection()
         for _ in range(2):  # the same primary key twice
             await conn.execute(
@@ -149,19 +153,9 @@ async def test_a_handlers_integrity_error_is_a_failure_and_an_inbox_race_a_dupli
                 )
             )
 
-    async def recorded_meanwhile(uow: Any, envelope: Envelope, _payload: Any) -> None:
-        # Another delivery of this event commits its inbox row while we apply it.
-        await (await uow.session.connection()).execute(
-            sa.text(
-                "INSERT INTO inbox (consumer_group, event_id, event_type, applied_at) "
-                "VALUES (:g, :e, 'probe.thing_happened', '2026-01-01')"
-            ),
-            {"g": probe.GROUP, "e": str(envelope.id)},
-        )
-
-    for handler, outcome in ((breaks_a_constraint, "dead"), (recorded_meanwhile, "duplicate")):
+    for outcome in ("dead", "duplicate"):
         runner = _runner(engine, [])
-        runner._handlers["probe.thing_happened"] = handler
+        runner._handlers["probe.thing_happened"] = breaks_a_constraint
         dead: list[str] = []
 
         async def dead_letter(msg: Any, reason: str, detail: str, dead: list[str] = dead) -> None:
@@ -169,12 +163,58 @@ async def test_a_handlers_integrity_error_is_a_failure_and_an_inbox_race_a_dupli
 
         runner._dead_letter = dead_letter  # type: ignore[method-assign]  # no broker here
         msg = next(iter(_batch({0: ["k"]}).values()))[0]
+        if outcome == "duplicate":  # another delivery of this event was applied first
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO inbox (consumer_group, event_id, event_type, applied_at) "
+                        "VALUES (:g, :e, 'probe.thing_happened', '2026-01-01')"
+                    ),
+                    {"g": probe.GROUP, "e": str(Envelope.from_bytes(msg.value).id)},
+                )
+        calls.clear()
         await runner._process(msg)
         if outcome == "dead":
-            assert dead == ["handler_failed"]
+            assert dead == ["handler_failed"] and len(calls) == 1
+            assert await _inbox(engine) == 0  # the claim rolled back with the handler
         else:
-            assert dead == []
+            assert dead == [] and calls == []
             handled = runner._metrics.handled.labels(
                 probe.GROUP, "probe.thing_happened", "duplicate"
             )
             assert handled._value.get() == 1
+
+
+async def test_two_deliveries_at_once_apply_an_event_once_on_postgresql(
+    pg_database_url: str,
+) -> None:
+    """Two deliveries of one event in two transactions at once (PostgreSQL): the second
+    one's claim waits for the first, then finds the id taken and skips the handler."""
+    engine = create_engine(pg_database_url)
+    try:
+        await migrations.upgrade(engine, "support.probe_migrations")
+        started, release = asyncio.Event(), asyncio.Event()
+        calls: list[str] = []
+
+        async def slow(uow: Any, envelope: Envelope, _payload: Any) -> None:
+            calls.append(str(envelope.id))
+            started.set()
+            await release.wait()
+
+        first, second = _runner(engine, []), _runner(engine, [])
+        first._handlers["probe.thing_happened"] = slow
+        second._handlers["probe.thing_happened"] = slow
+        msg = next(iter(_batch({0: ["k"]}).values()))[0]
+        one = asyncio.create_task(first._process(msg))
+        await started.wait()
+        other = asyncio.create_task(second._process(msg))
+        await asyncio.sleep(0.3)
+        assert not other.done()  # its claim waits for the first transaction
+        release.set()
+        await asyncio.gather(one, other)
+        assert len(calls) == 1
+        assert await _inbox(engine) == 1
+        handled = second._metrics.handled.labels(probe.GROUP, "probe.thing_happened", "duplicate")
+        assert handled._value.get() == 1
+    finally:
+        await engine.dispose()

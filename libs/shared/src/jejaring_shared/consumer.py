@@ -24,11 +24,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col
 
 from .contracts import REGISTRY, Envelope, EventRegistry, Payload, utcnow
 from .contracts.topics import dead_letter_topic
-from .db import UnitOfWork, UnitOfWorkFactory, is_conflict
+from .db import UnitOfWork, UnitOfWorkFactory, is_conflict, upsert_insert
 from .kafka import make_producer, start_bounded, stop_bounded
 from .metrics import BackboneMetrics
 from .settings import KafkaSettings
@@ -44,10 +44,6 @@ Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
 
 class HandlerTimeout(Exception):
     """The handler overran its bound: a fault of the message's handling, not a dependency."""
-
-
-class _InboxRace(Exception):
-    """Another delivery of the same event recorded it first (its effect is there once)."""
 
 
 class _Poison(Exception):
@@ -401,14 +397,9 @@ class ConsumerRunner:
 
     async def _apply(self, envelope: Envelope, payload: Payload | None) -> str:
         async with self._uows() as uow:
-            try:
-                if not await self._apply_in(uow, [(envelope, payload)]):
-                    return "duplicate"
-                await uow.commit()
-            except _InboxRace:
-                # A concurrent delivery won the race; the effect is already there once. (A
-                # handler's own IntegrityError is a failure: retried, then dead-lettered.)
+            if not await self._apply_in(uow, [(envelope, payload)]):
                 return "duplicate"
+            await uow.commit()
         if self._after_db_commit is not None:
             self._after_db_commit(envelope)
         return "applied"
@@ -416,26 +407,34 @@ class ConsumerRunner:
     async def _apply_in(
         self, uow: UnitOfWork, todo: Sequence[tuple[Envelope, Payload | None]]
     ) -> list[Envelope]:
-        """Run the handlers of the events the inbox has not seen, in order, and record
-        them there (one query for all their ids); the caller commits. Returns the events
-        applied; the rest were duplicates."""
-        ids = [str(e.id) for e, _ in todo]
-        seen = set(
-            (
-                await uow.session.exec(
-                    select(InboxRecord.event_id).where(
-                        col(InboxRecord.consumer_group) == self.group_id,
-                        col(InboxRecord.event_id).in_(ids),
-                    )
-                )
-            ).all()
-        )
+        """Run the handlers of the events the inbox has not seen, in order; the caller
+        commits. Returns the events applied; the rest were duplicates.
+
+        The ids are claimed in the inbox first, in one statement (INSERT .. ON CONFLICT DO
+        NOTHING RETURNING, not a read and then an insert: a statement less per batch,
+        which on SQLite holds the write lock). The ids it returns are new to this group;
+        the others were applied before, or by a concurrent delivery that PostgreSQL makes
+        this statement wait for, and are skipped. A failing handler rolls the claims back
+        with everything else."""
+        first: dict[str, tuple[Envelope, Payload | None]] = {}
+        for envelope, payload in todo:
+            first.setdefault(str(envelope.id), (envelope, payload))
+        now = utcnow()
+        conn = await uow.session.connection()
+        claim = upsert_insert(conn, _INBOX).on_conflict_do_nothing().returning(_INBOX.c.event_id)
+        rows = [
+            {
+                "consumer_group": self.group_id,
+                "event_id": event_id,
+                "event_type": envelope.type,
+                "applied_at": now,
+            }
+            for event_id, (envelope, _payload) in first.items()
+        ]
+        claimed = set((await conn.execute(claim, rows)).scalars())
+        fresh = [item for event_id, item in first.items() if event_id in claimed]
         applied: list[Envelope] = []
-        for i, (envelope, payload) in enumerate(todo):
-            event_id = str(envelope.id)
-            if event_id in seen:
-                continue
-            seen.add(event_id)
+        for i, (envelope, payload) in enumerate(fresh):
             handler = self._handlers[envelope.type]
             try:
                 # Not wait_for: on Python 3.11 it runs the handler as a task of its own, one
@@ -445,26 +444,10 @@ class ConsumerRunner:
             except TimeoutError:
                 # TimeoutError is an OSError; keep it from looking like a dependency outage.
                 raise HandlerTimeout(f"handler took over {self._handler_timeout_s:.0f}s") from None
-            if i < len(todo) - 1:
+            if i < len(fresh) - 1:
                 # The next handler may read through Core, which does not autoflush.
                 await uow.session.flush()
             applied.append(envelope)
-        if applied:
-            # One insert for all of them (nothing reads the inbox while handlers run).
-            now = utcnow()
-            rows = [
-                {
-                    "consumer_group": self.group_id,
-                    "event_id": str(e.id),
-                    "event_type": e.type,
-                    "applied_at": now,
-                }
-                for e in applied
-            ]
-            try:
-                await (await uow.session.connection()).execute(sa.insert(_INBOX), rows)
-            except IntegrityError:
-                raise _InboxRace from None
         return applied
 
     async def _dead_letter(self, msg: Any, reason: str, detail: str) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -42,6 +44,12 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and (
         getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES
     )
+
+
+def upsert_insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT of `table` that takes ON CONFLICT clauses, in the connection's dialect
+    (both SQLite and PostgreSQL have them, spelled alike)."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 READ_ONLY_OPTION = "jejaring_read_only"

@@ -10,11 +10,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from jejaring_shared.db import column_values
+from jejaring_shared.db import column_values, upsert_insert
 
 from ..domain.model import Level, ReservationStatus
 from .tables import LEVELS, MOVEMENTS, OUTLETS, RESERVATIONS
@@ -169,10 +167,6 @@ _LOCK = {False: _LOCK_SQLITE, True: _LOCK_PG}
 _LOCK_AT_OUTLET = {False: _LOCK_AT_OUTLET_SQLITE, True: _LOCK_AT_OUTLET_PG}
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
-
-
 def level_from_row(row: Any) -> Level:
     m = row._mapping
     return Level(outlet_id=m["outlet_id"], sku=m["sku"], **{f: m[f] for f in _LEVEL_FIELDS})
@@ -204,7 +198,7 @@ async def list_outlets(
 
 async def insert_outlet(conn: AsyncConnection, values: dict[str, Any]) -> bool:
     """False when the id is taken."""
-    stmt = _insert(conn, OUTLETS).values(**values).on_conflict_do_nothing()
+    stmt = upsert_insert(conn, OUTLETS).values(**values).on_conflict_do_nothing()
     return (await conn.execute(stmt)).rowcount == 1
 
 
@@ -230,7 +224,7 @@ async def ensure_levels(
             }
         )
     if rows:
-        await conn.execute(_insert(conn, LEVELS).on_conflict_do_nothing(), rows)
+        await conn.execute(upsert_insert(conn, LEVELS).on_conflict_do_nothing(), rows)
 
 
 async def lock_levels(
@@ -329,7 +323,7 @@ async def insert_movements(
         inserted = (await conn.execute(_PG_INSERT_MOVEMENTS, params)).scalar()
         return set(inserted or ())
     stmt = (
-        _insert(conn, MOVEMENTS)
+        upsert_insert(conn, MOVEMENTS)
         .on_conflict_do_nothing(index_elements=["outlet_id", "idempotency_key"])
         .returning(_M.sku, _M.quantity, _M.idempotency_key)
     )
