@@ -3,8 +3,10 @@ SQLAlchemy reads from a cursor is what aiosqlite's own cursor gives, errors incl
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -71,3 +73,43 @@ async def test_errors_are_sqlalchemys_and_roll_back(engine: AsyncEngine) -> None
         assert await conn.scalar(sa.select(sa.func.count()).select_from(_T)) == 0
         # The connection still works after the errors.
         assert await conn.scalar(sa.text("SELECT 41 + 1")) == 42
+
+
+async def test_a_transaction_begins_in_its_first_statements_hop(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN goes with the first statement (one hop less per transaction); a writing
+    transaction still holds SQLite's write lock from there to its commit, a read-only one
+    (deferred) never takes it, and one with no statement commits without beginning."""
+    from jejaring_shared.db import READ_ONLY_OPTION
+
+    hops: list[str] = []
+    real = sqlite_driver._run
+
+    def counting(db: Any, sql: str, parameters: Any, many: bool, begin: str | None) -> Any:
+        hops.append(f"{begin} + {sql}" if begin else sql)
+        return real(db, sql, parameters, many, begin)
+
+    monkeypatch.setattr(sqlite_driver, "_run", counting)
+    other = sqlite3.connect(tmp_path / "d.db", timeout=0, isolation_level=None)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(_T).values(v="a"))
+            assert hops == ["BEGIN IMMEDIATE + INSERT INTO t (v) VALUES (?)"]
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            await conn.execute(sa.insert(_T).values(v="b"))
+        other.execute("BEGIN IMMEDIATE")  # committed: the lock is free again
+        other.execute("ROLLBACK")
+        async with engine.connect() as conn:
+            reader = await conn.execution_options(**{READ_ONLY_OPTION: True})
+            assert await reader.scalar(sa.select(sa.func.count()).select_from(_T)) == 2
+            assert hops[-1].startswith("BEGIN + SELECT count(*)")
+            other.execute("BEGIN IMMEDIATE")  # a deferred read holds no write lock
+            other.execute("ROLLBACK")
+        n = len(hops)
+        async with engine.begin():
+            pass  # nothing run: nothing began, nothing to commit
+        assert len(hops) == n
+    finally:
+        other.close()

@@ -98,7 +98,10 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
             # A read-only unit begins deferred: in WAL mode it then never waits for a
             # writer (an immediate begin would queue behind one, in sqlite's busy sleeps).
             read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            # Sent with the first statement, in its thread hop (sqlite_driver).
+            conn.connection.driver_connection.begin_with_next(
+                "BEGIN" if read_only else "BEGIN IMMEDIATE"
+            )
 
         return engine
     return create_async_engine(

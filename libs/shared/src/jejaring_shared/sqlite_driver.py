@@ -8,6 +8,10 @@ does all four in one hop and keeps what SQLAlchemy reads afterwards (description
 rowcount, lastrowid, the rows). The transaction calls (commit, rollback) and everything
 else are aiosqlite's own.
 
+A transaction's BEGIN goes with its first statement, in that statement's hop, not in a hop
+of its own (`OneHopConnection.begin_with_next`); a transaction with no statement never
+begins.
+
 Rows are buffered, as SQLAlchemy's adapter buffers them anyway (it calls fetchall right
 after execute); a server-side cursor, which nothing here uses, would get them buffered too.
 """
@@ -23,8 +27,13 @@ import aiosqlite
 _Outcome = tuple[Any, int, int | None, list[Any]]
 
 
-def _run(db: sqlite3.Connection, sql: str, parameters: Any, many: bool) -> _Outcome:
-    """In the worker thread: the whole statement, from cursor to close."""
+def _run(
+    db: sqlite3.Connection, sql: str, parameters: Any, many: bool, begin: str | None
+) -> _Outcome:
+    """In the worker thread: the transaction's BEGIN if it is the first statement, then the
+    whole statement, from cursor to close."""
+    if begin is not None:
+        db.execute(begin)
     cursor = db.cursor()
     try:
         if many:
@@ -60,9 +69,10 @@ class OneHopCursor:
 
     async def _statement(self, sql: str, parameters: Any, many: bool) -> OneHopCursor:
         conn = self._connection
+        begin, conn.pending_begin = conn.pending_begin, None
         # aiosqlite's own queue to its worker thread (untyped there).
         outcome: _Outcome = await conn._execute(  # type: ignore[no-untyped-call]
-            lambda: _run(conn._conn, sql, parameters, many)
+            lambda: _run(conn._conn, sql, parameters, many, begin)
         )
         self.description, self.rowcount, self.lastrowid, self._rows = outcome
         return self
@@ -90,9 +100,27 @@ class OneHopCursor:
 
 
 class OneHopConnection(aiosqlite.Connection):
+    pending_begin: str | None = None
+    """The BEGIN the next statement runs first (set by `begin_with_next`)."""
+
+    def begin_with_next(self, begin: str) -> None:
+        """Begin the transaction with the next statement, in its hop: `begin` ("BEGIN",
+        "BEGIN IMMEDIATE") was a hop of its own, a quarter to a third of a short unit of
+        work's. SQLite begins a transaction at the first statement either way; an error
+        of the BEGIN (busy) surfaces as that statement's."""
+        self.pending_begin = begin
+
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         # No hop to create it: the sqlite3 cursor is made inside each statement's hop.
         return OneHopCursor(self)
+
+    async def commit(self) -> None:
+        self.pending_begin = None  # nothing was run: nothing began
+        await super().commit()
+
+    async def rollback(self) -> None:
+        self.pending_begin = None
+        await super().rollback()
 
 
 def one_hop_creator(connect_args: Callable[[], tuple[Sequence[Any], dict[str, Any]]]) -> Any:
