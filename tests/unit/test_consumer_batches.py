@@ -204,17 +204,24 @@ async def test_two_deliveries_at_once_apply_an_event_once_on_postgresql(
         first, second = _runner(engine, []), _runner(engine, [])
         first._handlers["probe.thing_happened"] = slow
         second._handlers["probe.thing_happened"] = slow
-        msg = next(iter(_batch({0: ["k"]}).values()))[0]
+        msg, *later = next(iter(_batch({0: ["k", "k", "k"]}).values()))
         one = asyncio.create_task(first._process(msg))
         await started.wait()
         other = asyncio.create_task(second._process(msg))
-        await asyncio.sleep(0.3)
-        assert not other.done()  # its claim waits for the first transaction
-        release.set()
-        await asyncio.gather(one, other)
+        try:
+            await asyncio.sleep(0.3)
+            assert not other.done()  # its claim waits for the first transaction
+        finally:
+            release.set()
+            await asyncio.gather(one, other)
         assert len(calls) == 1
         assert await _inbox(engine) == 1
         handled = second._metrics.handled.labels(probe.GROUP, "probe.thing_happened", "duplicate")
         assert handled._value.get() == 1
+        # A batch claims all its ids in one statement; the one applied before is skipped.
+        calls.clear()
+        assert await second._apply_together([msg, *later])
+        assert len(calls) == 2 and str(Envelope.from_bytes(msg.value).id) not in calls
+        assert await _inbox(engine) == 3
     finally:
         await engine.dispose()

@@ -113,3 +113,25 @@ async def test_a_transaction_begins_in_its_first_statements_hop(
         assert len(hops) == n
     finally:
         other.close()
+
+
+async def test_a_begin_that_fails_is_tried_again_with_the_next_statement(
+    engine: AsyncEngine,
+) -> None:
+    """A failed BEGIN (SQLite busy, here a bad one) must not leave the rest of the
+    transaction in autocommit: the next statement runs it first again."""
+    async with engine.connect() as conn:
+        await conn.begin()
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, sqlite_driver.OneHopConnection)
+        assert driver.pending_begin == "BEGIN IMMEDIATE"
+        driver.pending_begin = "BEGIN NONSENSE"
+        with pytest.raises(sa.exc.OperationalError):
+            await conn.execute(sa.insert(_T).values(v="a"))
+        assert driver.pending_begin == "BEGIN NONSENSE"
+        driver.pending_begin = "BEGIN IMMEDIATE"
+        await conn.execute(sa.insert(_T).values(v="a"))
+        assert driver.pending_begin is None and driver._conn.in_transaction
+        await conn.rollback()
+    async with engine.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(_T)) == 0

@@ -208,6 +208,12 @@ async def _merges_within_a_batch(engine: AsyncEngine, url: str) -> None:
         UnitOfWorkFactory(engine, source="transfer"), TransferSettings(database_url=url)
     )
     before = await intake.submit(outlet_id="a", sku="rice", quantity=2, needed_by=None, now=now)
+    statements: list[str] = []
+    sa.event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, sql, *_a: statements.append(sql),
+    )
     opened = await asyncio.gather(
         *(
             intake.submit(outlet_id=outlet, sku="rice", quantity=q, needed_by=None, now=now)
@@ -216,6 +222,9 @@ async def _merges_within_a_batch(engine: AsyncEngine, url: str) -> None:
     )
     assert [o.merged for o in opened] == [False, True, True, True]
     assert {o.request_id for o in opened} == {before.request_id, opened[0].request_id}
+    # One batch (not each request alone): the open requests were read once, for all keys.
+    reads = [s for s in statements if "FROM restock_requests" in s and "open_key" in s]
+    assert len(reads) == 1 and "open_key IN" in reads[0]
     async with engine.connect() as conn:
         rows = (
             await conn.execute(

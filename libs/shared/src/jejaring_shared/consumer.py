@@ -286,7 +286,7 @@ class ConsumerRunner:
 
     async def _apply_together(self, messages: Sequence[Any]) -> bool:
         """Apply fetched messages (a batch's, or one partition's) in order in one unit of
-        work (one inbox check, one commit): on SQLite every transaction queues for the one
+        work (one inbox claim, one commit): on SQLite every transaction queues for the one
         write lock, so a transaction per message is what limits a busy consumer. False,
         with nothing applied, when anything goes wrong (a poison message, a failing
         handler, a conflict): the caller then takes smaller steps, down to one message at a
@@ -436,12 +436,15 @@ class ConsumerRunner:
         applied: list[Envelope] = []
         for i, (envelope, payload) in enumerate(fresh):
             handler = self._handlers[envelope.type]
+            # Not wait_for: on Python 3.11 it runs the handler as a task of its own, one more
+            # trip through the event loop for every message.
+            limit = asyncio.timeout(self._handler_timeout_s)
             try:
-                # Not wait_for: on Python 3.11 it runs the handler as a task of its own, one
-                # more trip through the event loop for every message.
-                async with asyncio.timeout(self._handler_timeout_s):
+                async with limit:
                     await handler(uow, envelope, payload)
             except TimeoutError:
+                if not limit.expired():
+                    raise  # the handler's own (a dependency timing out), not ours
                 # TimeoutError is an OSError; keep it from looking like a dependency outage.
                 raise HandlerTimeout(f"handler took over {self._handler_timeout_s:.0f}s") from None
             if i < len(fresh) - 1:

@@ -116,9 +116,7 @@ class OutboxRelay:
                 backoff = min(backoff * 2, self._max_backoff_s)
 
     async def _idle(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._idle_poll_s):  # no task of its own, as wait_for
-                await self._wake.wait()
+        await sleep_unless(self._wake, self._idle_poll_s)
         self._wake.clear()
 
     async def publish_pending(self) -> int:

@@ -5,8 +5,8 @@ adapter makes four such calls per statement: open a cursor, execute, fetch the r
 close the cursor. Each hop is a queue put, a wake-up of the worker (which must take the
 GIL from a busy event loop) and a self-pipe write to wake the loop again. Here the cursor
 does all four in one hop and keeps what SQLAlchemy reads afterwards (description,
-rowcount, lastrowid, the rows). The transaction calls (commit, rollback) and everything
-else are aiosqlite's own.
+rowcount, lastrowid, the rows). Everything else is aiosqlite's own, the transaction calls
+(commit, rollback) included once a transaction has begun.
 
 A transaction's BEGIN goes with its first statement, in that statement's hop, not in a hop
 of its own (`OneHopConnection.begin_with_next`); a transaction with no statement never
@@ -70,10 +70,16 @@ class OneHopCursor:
     async def _statement(self, sql: str, parameters: Any, many: bool) -> OneHopCursor:
         conn = self._connection
         begin, conn.pending_begin = conn.pending_begin, None
-        # aiosqlite's own queue to its worker thread (untyped there).
-        outcome: _Outcome = await conn._execute(  # type: ignore[no-untyped-call]
-            lambda: _run(conn._conn, sql, parameters, many, begin)
-        )
+        try:
+            # aiosqlite's own queue to its worker thread (untyped there).
+            outcome: _Outcome = await conn._execute(  # type: ignore[no-untyped-call]
+                lambda: _run(conn._conn, sql, parameters, many, begin)
+            )
+        except BaseException:
+            if begin is not None and not conn._conn.in_transaction:
+                # The BEGIN itself failed (busy): what follows must not run in autocommit.
+                conn.pending_begin = begin
+            raise
         self.description, self.rowcount, self.lastrowid, self._rows = outcome
         return self
 
@@ -115,7 +121,9 @@ class OneHopConnection(aiosqlite.Connection):
         return OneHopCursor(self)
 
     async def commit(self) -> None:
-        self.pending_begin = None  # nothing was run: nothing began
+        if self.pending_begin is not None:  # nothing was run: nothing began, no hop
+            self.pending_begin = None
+            return
         await super().commit()
 
     async def rollback(self) -> None:

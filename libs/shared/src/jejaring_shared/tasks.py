@@ -32,4 +32,5 @@ async def finish(task: asyncio.Task[None] | None, timeout_s: float) -> None:
 async def sleep_unless(event: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake as soon as the event is set (used for stop-aware backoff)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+        async with asyncio.timeout(seconds):  # wait_for would run it as a task of its own
+            await event.wait()

@@ -265,6 +265,11 @@ async def read_products(conn: AsyncConnection, skus: Sequence[str]) -> dict[str,
     return {sku: None for sku in skus} | {r["sku"]: r for r in rows}
 
 
+def products_from(rows: dict[str, Any]) -> dict[str, m.Product]:
+    """`read_products`' rows as matching's products (a sku not known gets the defaults)."""
+    return {sku: product_from(row, sku) for sku, row in rows.items()}
+
+
 async def read_open_requests(conn: AsyncConnection, open_keys: Sequence[str]) -> dict[str, Any]:
     """The open request (locked) of each of `open_keys`, None where there is none; one
     statement. On PostgreSQL the skus' matching locks must be held already (see
@@ -424,8 +429,7 @@ async def network_for(
             )
         )
     if products is None or any(sku not in products for sku in skus):
-        rows = await read_products(conn, skus)
-        products = {sku: product_from(row, sku) for sku, row in rows.items()}
+        products = products_from(await read_products(conn, skus))
     return m.Network(outlets=outlets, stock=stock, offers=offers, products=dict(products))
 
 
@@ -470,10 +474,10 @@ async def open_request(
         raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
     product = product_from(product_row, sku)
     open_key = open_key_of(outlet_id, sku)
-    await lock_skus_for_matching(conn, [sku])  # before the request's row (see lock_request)
     if batch is not None and open_key in batch.open_requests:
-        current = batch.open_requests[open_key]
+        current = batch.open_requests[open_key]  # read under the batch's sku locks
     else:
+        await lock_skus_for_matching(conn, [sku])  # before the request's row (lock_request)
         current = await one(conn, _OPEN_BY_KEY, {"b_key": open_key})
     if current is not None:
         total = m.round_request(current["requested_quantity"] + quantity, product)
@@ -630,7 +634,7 @@ async def apply_match(
 ) -> int:
     """Create the legs of a match (commands and assignments), record its explanation.
     `new`: the request is not written yet; it is inserted with the match."""
-    if not result.allocations and not announce and not new:
+    if not result.allocations and not announce:
         return 0
     conn = await ctx.conn()
     rid = request["id"]

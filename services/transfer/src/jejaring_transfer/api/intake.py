@@ -101,10 +101,10 @@ class RestockIntake:
                 skus,
                 batch[0].now,
                 destinations=sorted(destinations),
-                products={sku: saga.product_from(row, sku) for sku, row in products.items()},
+                products=saga.products_from(products),
             )
-            read = saga.Batch(products, await saga.read_open_requests(conn, keys))
-            opened = [await self._open(uow, item, network, destinations, read) for item in batch]
+            reads = saga.Batch(products, await saga.read_open_requests(conn, keys))
+            opened = [await self._open(uow, item, network, destinations, reads) for item in batch]
             await uow.commit()
         return opened
 
@@ -144,7 +144,7 @@ class RestockIntake:
         item: _Pending,
         network: m.Network | None = None,
         destinations: frozenset[str] = frozenset(),
-        read: saga.Batch | None = None,
+        reads: saga.Batch | None = None,
     ) -> saga.Opened:
         ctx = saga.Ctx(
             uow,
@@ -152,7 +152,7 @@ class RestockIntake:
             item.now,
             network=network,
             network_destinations=destinations,
-            batch=read,
+            batch=reads,
         )
         return await saga.open_request(
             ctx,
