@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from jejaring_shared.contracts import Envelope
@@ -181,6 +182,14 @@ _OPEN_BY_KEY = (
     .where(restock_requests.c.open_key == sa.bindparam("b_key"))
     .with_for_update()
 )
+_OPEN_BY_KEYS_PG = (
+    sa.select(restock_requests)
+    .where(
+        restock_requests.c.open_key
+        == sa.any_(sa.bindparam("b_keys", type_=postgresql.ARRAY(sa.String)))
+    )
+    .with_for_update()
+)
 _INSERT_REQUEST = sa.insert(restock_requests)
 _UPDATE_REQUEST = sa.update(restock_requests).where(restock_requests.c.id == sa.bindparam("b_id"))
 _LEG = sa.select(legs).where(legs.c.id == sa.bindparam("b_id"))
@@ -274,15 +283,19 @@ async def read_open_requests(conn: AsyncConnection, open_keys: Sequence[str]) ->
     """The open request (locked) of each of `open_keys`, None where there is none; one
     statement. On PostgreSQL the skus' matching locks must be held already (see
     lock_request): `network_for` takes them."""
-    found = {
-        r["open_key"]: r
-        for r in await many(
+    keys = sorted(set(open_keys))
+    if conn.dialect.name == "postgresql":
+        # One array parameter: an IN list's text changes with the batch's size, and asyncpg
+        # prepares (a round trip) every statement text new to its connection.
+        rows = await many(conn, _OPEN_BY_KEYS_PG.params(b_keys=keys))
+    else:
+        rows = await many(
             conn,
             sa.select(restock_requests)
-            .where(restock_requests.c.open_key.in_(sorted(set(open_keys))))
+            .where(restock_requests.c.open_key.in_(keys))
             .with_for_update(),
         )
-    }
+    found = {r["open_key"]: r for r in rows}
     return {key: found.get(key) for key in open_keys}
 
 
