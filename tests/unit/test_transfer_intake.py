@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -74,6 +75,19 @@ async def _donor(engine: AsyncEngine, now: datetime) -> None:
                 updated_at=now,
             )
         )
+
+
+async def _given(conn: Any) -> dict[str, int]:
+    """Units given to each outlet's requests by their legs."""
+    return dict(
+        (
+            await conn.execute(
+                sa.select(restock_requests.c.outlet_id, sa.func.sum(legs.c.quantity))
+                .join(legs, legs.c.request_id == restock_requests.c.id)
+                .group_by(restock_requests.c.outlet_id)
+            )
+        ).all()
+    )
 
 
 async def test_a_batch_commits_together_and_a_bad_request_fails_alone(
@@ -177,15 +191,7 @@ async def test_a_batch_reads_the_network_once_and_each_match_sees_what_the_last_
         )
     )
     async with engine.connect() as conn:
-        given = dict(
-            (
-                await conn.execute(
-                    sa.select(restock_requests.c.outlet_id, sa.func.sum(legs.c.quantity))
-                    .join(legs, legs.c.request_id == restock_requests.c.id)
-                    .group_by(restock_requests.c.outlet_id)
-                )
-            ).all()
-        )
+        given = await _given(conn)
     assert all(not o.merged for o in opened)
     assert given == {"x0": 4, "x1": 4, "x2": 4, "x3": 3}  # x4: nothing left to give
     # One batch: one read of each (stock, products, open requests), and each new request
@@ -236,15 +242,7 @@ async def _merges_within_a_batch(engine: AsyncEngine, url: str) -> None:
                 ).order_by("outlet_id")
             )
         ).all()
-        given = dict(
-            (
-                await conn.execute(
-                    sa.select(restock_requests.c.outlet_id, sa.func.sum(legs.c.quantity))
-                    .join(legs, legs.c.request_id == restock_requests.c.id)
-                    .group_by(restock_requests.c.outlet_id)
-                )
-            ).all()
-        )
+        given = await _given(conn)
     assert [tuple(r) for r in rows] == [("a", 5, 2, "matching"), ("b", 7, 1, "matching")]
     assert given == {"a": 5, "b": 7}  # 12 of the donor's 15 to spare, every merge matched
 
