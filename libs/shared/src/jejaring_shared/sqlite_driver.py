@@ -75,7 +75,9 @@ class OneHopCursor:
             outcome: _Outcome = await conn._execute(  # type: ignore[no-untyped-call]
                 lambda: _run(conn._conn, sql, parameters, many, begin)
             )
-        except BaseException:
+        except Exception:
+            # (Not on cancellation: the worker may still run the BEGIN; the rollback that
+            # follows is queued behind it.)
             if begin is not None and not conn._conn.in_transaction:
                 # The BEGIN itself failed (busy): what follows must not run in autocommit.
                 conn.pending_begin = begin
