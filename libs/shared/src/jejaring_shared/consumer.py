@@ -90,6 +90,8 @@ class ConsumerRunner:
         self._max_batch = max_batch
         self._retry_backoff_s = retry_backoff_s
         self._handler_timeout_s = handler_timeout_s
+        self._claim: Any = None
+        """The inbox claim statement, built at first use (its INSERT is the dialect's)."""
         self._inbox_retention = inbox_retention
         self._last_prune = 0.0
         self._after_db_commit = after_db_commit  # a seam for fault-injection tests
@@ -421,7 +423,10 @@ class ConsumerRunner:
             first.setdefault(str(envelope.id), (envelope, payload))
         now = utcnow()
         conn = await uow.session.connection()
-        claim = upsert_insert(conn, _INBOX).on_conflict_do_nothing().returning(_INBOX.c.event_id)
+        if self._claim is None:  # built once (the dialect's INSERT), not per batch
+            self._claim = (
+                upsert_insert(conn, _INBOX).on_conflict_do_nothing().returning(_INBOX.c.event_id)
+            )
         rows = [
             {
                 "consumer_group": self.group_id,
@@ -431,7 +436,7 @@ class ConsumerRunner:
             }
             for event_id, (envelope, _payload) in first.items()
         ]
-        claimed = set((await conn.execute(claim, rows)).scalars())
+        claimed = set((await conn.execute(self._claim, rows)).scalars())
         fresh = [item for event_id, item in first.items() if event_id in claimed]
         applied: list[Envelope] = []
         for i, (envelope, payload) in enumerate(fresh):

@@ -146,9 +146,10 @@ class Ctx:
 
 @dataclass
 class Batch:
-    """What the intake read once for a batch of requests in its unit of work, so each
-    request of the batch does not read it again (a statement is a thread hop on SQLite,
-    several times the cost of the statement itself)."""
+    """The products and open requests requests are opened against: read once for an
+    intake batch in its unit of work, so each request of the batch does not read them
+    again (a statement is a thread hop on SQLite, several times the cost of the statement
+    itself), or by `open_request` for a request alone."""
 
     products: dict[str, dict[str, Any] | None]
     """products_view rows by sku (None: not known) of every sku of the batch."""
@@ -176,12 +177,6 @@ async def one(
 # The statements of the hot path (a request opened, matched, its leg reserved), built once
 # with bound parameters: building a statement and its cache key took about a quarter of
 # the service's CPU per request. (An UPDATE's SET columns are the parameters given.)
-_PRODUCT = sa.select(products_view).where(products_view.c.sku == sa.bindparam("b_sku"))
-_OPEN_BY_KEY = (
-    sa.select(restock_requests)
-    .where(restock_requests.c.open_key == sa.bindparam("b_key"))
-    .with_for_update()
-)
 _OPEN_BY_KEYS_PG = (
     sa.select(restock_requests)
     .where(
@@ -210,8 +205,10 @@ def set_params(table: sa.Table, changes: dict[str, Any], **where: Any) -> dict[s
     return {**{f"b_{k}": v for k, v in where.items()}, **column_values(table, changes)}
 
 
-async def many(conn: AsyncConnection, stmt: Any) -> list[dict[str, Any]]:
-    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+async def many(
+    conn: AsyncConnection, stmt: Any, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    return [dict(r) for r in (await conn.execute(stmt, params)).mappings()]
 
 
 async def lock_request(conn: AsyncConnection, request_id: str) -> dict[str, Any] | None:
@@ -263,11 +260,6 @@ def product_from(row: Any, sku: str) -> m.Product:
     )
 
 
-async def product_of(conn: AsyncConnection, sku: str) -> m.Product:
-    row = await one(conn, _PRODUCT, {"b_sku": sku})
-    return product_from(row, sku)
-
-
 async def read_products(conn: AsyncConnection, skus: Sequence[str]) -> dict[str, Any]:
     """products_view rows of `skus` by sku, None for a sku not known; one statement."""
     rows = await many(conn, sa.select(products_view).where(products_view.c.sku.in_(skus)))
@@ -287,7 +279,7 @@ async def read_open_requests(conn: AsyncConnection, open_keys: Sequence[str]) ->
     if conn.dialect.name == "postgresql":
         # One array parameter: an IN list's text changes with the batch's size, and asyncpg
         # prepares (a round trip) every statement text new to its connection.
-        rows = await many(conn, _OPEN_BY_KEYS_PG.params(b_keys=keys))
+        rows = await many(conn, _OPEN_BY_KEYS_PG, {"b_keys": keys})
     else:
         rows = await many(
             conn,
@@ -478,20 +470,19 @@ async def open_request(
     """Open a request, or merge it into the open one of the same outlet and sku; then match
     what is not yet taken care of."""
     conn = await ctx.conn()
+    open_key = open_key_of(outlet_id, sku)
     batch = ctx.batch
-    if batch is not None and sku in batch.products:
-        product_row = batch.products[sku]
-    else:
-        product_row = await one(conn, _PRODUCT, {"b_sku": sku})
+    if batch is None or open_key not in batch.open_requests:
+        # Alone (not in an intake batch): the batch's reads for its one sku and key, the
+        # sku's matching lock before the request's row (see lock_request).
+        products = await read_products(conn, [sku])
+        await lock_skus_for_matching(conn, [sku])
+        batch = Batch(products, await read_open_requests(conn, [open_key]))
+    product_row = batch.products[sku]
     if product_row is not None and product_row["retired"]:
         raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
     product = product_from(product_row, sku)
-    open_key = open_key_of(outlet_id, sku)
-    if batch is not None and open_key in batch.open_requests:
-        current = batch.open_requests[open_key]  # read under the batch's sku locks
-    else:
-        await lock_skus_for_matching(conn, [sku])  # before the request's row (lock_request)
-        current = await one(conn, _OPEN_BY_KEY, {"b_key": open_key})
+    current = batch.open_requests[open_key]  # read under the sku's matching lock
     if current is not None:
         total = m.round_request(current["requested_quantity"] + quantity, product)
         added = max(0, total - current["quantity"])
@@ -552,8 +543,7 @@ async def open_request(
         "created_at": ctx.now,
         "updated_at": ctx.now,
     }
-    if batch is not None:
-        batch.open_requests[open_key] = row  # a later request of the batch merges into it
+    batch.open_requests[open_key] = row  # a later request of the batch merges into it
     reason = f"{origin}; requested {quantity}"
     if rounded != quantity:
         reason += f", rounded to {rounded} (case pack {product.case_pack}, "

@@ -555,13 +555,16 @@ class _Search:
         pass over the whole problem finds nothing either."""
         n = where.shape[0]
         size = min(max(size, 1), n)
+        order: dict[int, np.ndarray] = {}  # a centre's sinks, nearest first, once sorted
         while rounds > 0:
             before = self.value
             seen: set[bytes] = set()
             for centre in rng.permutation(n).tolist():
                 if rounds <= 0:
                     return
-                sinks = np.sort(_nearest(where, centre, size))
+                if centre not in order:
+                    order[centre] = _nearest(where, centre)
+                sinks = np.sort(order[centre][:size])
                 if sinks.tobytes() in seen:
                     continue  # the same sinks from another centre: the same solve
                 seen.add(sinks.tobytes())
@@ -657,11 +660,11 @@ def plan_sku(
     return _plan_of(problem, net, search.x)
 
 
-def _nearest(where: np.ndarray, centre: int, size: int) -> np.ndarray:
-    """The `size` points of `where` nearest `centre` (itself first); flat-earth degrees
+def _nearest(where: np.ndarray, centre: int) -> np.ndarray:
+    """The points of `where` by distance from `centre` (itself first); flat-earth degrees
     suffice to order neighbours a few km apart."""
     squared = ((where - where[centre]) ** 2).sum(axis=1)
-    return np.argsort(squared, kind="stable")[:size]
+    return np.argsort(squared, kind="stable")
 
 
 def _initial_divisors(net: _Net, fast: bool) -> list[np.ndarray]:
