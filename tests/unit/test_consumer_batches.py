@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jejaring_shared import migrations
-from jejaring_shared.consumer import ConsumerRunner
+from jejaring_shared.consumer import ConsumerRunner, HandlerTimeout, _is_infrastructure
 from jejaring_shared.contracts import Envelope
 from jejaring_shared.db import UnitOfWorkFactory, create_engine
 from jejaring_shared.metrics import BackboneMetrics
@@ -225,3 +225,75 @@ async def test_two_deliveries_at_once_apply_an_event_once_on_postgresql(
         assert await _inbox(engine) == 3
     finally:
         await engine.dispose()
+
+
+def _timing_runner(engine: AsyncEngine, handler: Any) -> ConsumerRunner:
+    """A runner whose handler has 50 ms, and whose failures are dead letters at once."""
+    return ConsumerRunner(
+        group_id=probe.GROUP,
+        topics=[probe.PROBE_TOPIC],
+        handlers={"probe.thing_happened": handler},
+        uow_factory=UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY),
+        kafka=KafkaSettings(),
+        metrics=BackboneMetrics("t"),
+        registry=probe.REGISTRY,
+        max_attempts=1,
+        retry_backoff_s=0.01,
+        handler_timeout_s=0.05,
+    )
+
+
+async def test_a_handler_over_its_time_is_a_handler_timeout_and_changes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    """A handler that overruns is cut off as HandlerTimeout (a failure of the message, so
+    retried and then dead-lettered, never mistaken for a dependency outage), and its
+    unit of work rolls back with the inbox claim: the event applies when delivered again."""
+    apply = probe.make_handler()
+
+    async def slow(uow: Any, envelope: Envelope, payload: Any) -> None:
+        await apply(uow, envelope, payload)
+        await asyncio.sleep(5)
+
+    ((_tp, (msg,)),) = _batch({0: ["a"]}).items()
+    runner = _timing_runner(engine, slow)
+    envelope, payload = runner._decode(msg.value)
+    assert envelope is not None
+    with pytest.raises(HandlerTimeout):
+        await runner._apply(envelope, payload)
+    assert not _is_infrastructure(HandlerTimeout("took too long"))
+    assert await probe.effects(engine) == [] and await _inbox(engine) == 0
+
+    dead: list[str] = []
+
+    async def dead_letter(m: Any, reason: str, detail: str) -> None:
+        dead.append(f"{m.offset}:{reason}:{detail}")
+
+    runner._dead_letter = dead_letter  # type: ignore[method-assign]  # no broker here
+    await runner._process(msg)
+    assert dead == [
+        "100:handler_failed:jejaring_shared.consumer.HandlerTimeout: handler took over 0.05 s"
+    ]
+
+    runner = _timing_runner(engine, apply)
+    assert await runner._apply(envelope, payload) == "applied"
+    assert len(await probe.effects(engine)) == 1 and await _inbox(engine) == 1
+
+
+async def test_a_handlers_own_timeout_is_not_a_handler_timeout(engine: AsyncEngine) -> None:
+    """A TimeoutError the handler raises itself (a dependency timing out) goes on as it
+    is, which the runner retries as an outage, without limit: the runner's own limit did
+    not expire."""
+
+    async def dependency_timed_out(*_: Any) -> None:
+        raise TimeoutError("the other side did not answer")
+
+    ((_tp, (msg,)),) = _batch({0: ["a"]}).items()
+    runner = _timing_runner(engine, dependency_timed_out)
+    envelope, payload = runner._decode(msg.value)
+    assert envelope is not None
+    with pytest.raises(TimeoutError) as info:
+        await runner._apply(envelope, payload)
+    assert not isinstance(info.value, HandlerTimeout)
+    assert _is_infrastructure(info.value)
+    assert await _inbox(engine) == 0

@@ -44,6 +44,7 @@ def envelope(**kw: Any) -> bytes:
         (b"", "unparseable"),
         (b'{"type": "probe.thing_happened"}', "unparseable"),
         (envelope(type="probe.unknown"), "unknown_type"),
+        (envelope(version=99), "unsupported_version"),
         (envelope(payload={"key": "k", "seq": -1}), "invalid_payload"),
         (envelope(payload={"key": "k", "seq": 1, "extra": 2}), "invalid_payload"),
     ],

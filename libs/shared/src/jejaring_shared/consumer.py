@@ -451,7 +451,7 @@ class ConsumerRunner:
                 if not limit.expired():
                     raise  # the handler's own (a dependency timing out), not ours
                 # TimeoutError is an OSError; keep it from looking like a dependency outage.
-                raise HandlerTimeout(f"handler took over {self._handler_timeout_s:.0f}s") from None
+                raise HandlerTimeout(f"handler took over {self._handler_timeout_s:g} s") from None
             if i < len(fresh) - 1:
                 # The next handler may read through Core, which does not autoflush.
                 await uow.session.flush()
