@@ -971,7 +971,21 @@ async def on_reserved(ctx: Ctx, leg_id: str) -> None:
     moved = await move_leg(ctx, leg_id, "reserved", allowed_from=("proposed",), lock_sku=False)
     if moved is None:
         return
-    _leg, request = moved
+    leg, request = moved
+    if leg["source_kind"] == "outlet":
+        # The leg no longer counts as pending at its donor, and the donor's
+        # stock.level_changed may be applied in a later transaction: until then the
+        # projection takes the reservation off what the donor can give, or a match in
+        # between would see the units twice and take the donor below its reorder point.
+        # The level_changed that follows sets the absolute figures again.
+        await (await ctx.conn()).execute(
+            sa.update(stock_view)
+            .where(stock_view.c.outlet_id == leg["source_id"], stock_view.c.sku == leg["sku"])
+            .values(
+                reserved=stock_view.c.reserved + leg["quantity"],
+                available=stock_view.c.available - leg["quantity"],
+            )
+        )
     if request["first_reserved_at"] is None:
         await (await ctx.conn()).execute(
             _UPDATE_REQUEST,
@@ -998,11 +1012,15 @@ async def on_released(ctx: Ctx, leg_id: str, reason: str) -> None:
 
 
 async def on_dispatched(ctx: Ctx, leg_id: str, quantity: int) -> None:
+    """Stock sent the units. A leg cancelled while its dispatch was on its way (the
+    request cancelled or expired after the source asked to dispatch) is in transit all
+    the same: its release reached stock after the dispatch and found nothing to release,
+    so the leg goes on to be received rather than leave the units on no one's books."""
     await move_leg(
         ctx,
         leg_id,
         "dispatched",
-        allowed_from=("reserved",),
+        allowed_from=("reserved", "cancelled"),
         extra={"sent_quantity": quantity},
         lock_sku=False,
     )

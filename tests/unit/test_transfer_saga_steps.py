@@ -1,0 +1,158 @@
+"""Saga steps driven by stock's events, each applied in its own unit of work (a consumer
+batch may end between any two events of one change)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jejaring_shared import migrations
+from jejaring_shared.contracts import Envelope, Payload
+from jejaring_shared.contracts.stock import (
+    OutletRegistered,
+    StockDispatched,
+    StockLevelChanged,
+    StockReceived,
+    StockReserved,
+)
+from jejaring_shared.db import UnitOfWorkFactory, create_engine
+from jejaring_transfer import saga
+from jejaring_transfer.adapters.tables import legs, restock_requests
+from jejaring_transfer.config import TransferSettings
+from jejaring_transfer.entrypoints.consumers import consumer_specs
+
+_NAMES: dict[type[Payload], str] = {
+    OutletRegistered: "stock.outlet_registered",
+    StockLevelChanged: "stock.level_changed",
+    StockReserved: "stock.reserved",
+    StockDispatched: "stock.dispatched",
+    StockReceived: "stock.received",
+}
+
+
+@pytest.fixture
+async def transfer(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, TransferSettings]]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
+    engine = create_engine(url)
+    await migrations.upgrade(engine, "jejaring_transfer.migrations")
+    yield engine, TransferSettings(database_url=url)
+    await engine.dispose()
+
+
+async def _apply(engine: AsyncEngine, settings: TransferSettings, *events: Payload) -> None:
+    """Each event through its handler in a unit of work of its own."""
+    [stock_spec] = [s for s in consumer_specs(settings) if s.group_id.endswith("-stock")]
+    uows = UnitOfWorkFactory(engine, source="transfer")
+    for payload in events:
+        name = _NAMES[type(payload)]
+        envelope = Envelope(type=name, source="stock", key="k", payload=payload.model_dump())
+        async with uows() as uow:
+            await stock_spec.handlers[name](uow, envelope, payload)
+            await uow.commit()
+
+
+def _level(available: int, reserved: int = 0) -> StockLevelChanged:
+    return StockLevelChanged(
+        outlet_id="donor",
+        sku="rice",
+        on_hand=available + reserved,
+        reserved=reserved,
+        available=available,
+        reorder_point=10,
+    )
+
+
+async def _donor_and_request(engine: AsyncEngine, settings: TransferSettings) -> str:
+    """A donor with 25 rice and a reorder point of 10 (15 to give), and a request of 10
+    from outlet "a", matched to it: returns the leg's id."""
+    await _apply(
+        engine,
+        settings,
+        OutletRegistered(
+            outlet_id="donor", name="donor", community="c1", region="r1", lat=-6.2, lon=106.8
+        ),
+        _level(25),
+    )
+    uows = UnitOfWorkFactory(engine, source="transfer")
+    async with uows() as uow:
+        await saga.open_request(
+            saga.Ctx(uow, settings, datetime.now(UTC)),
+            outlet_id="a",
+            sku="rice",
+            quantity=10,
+            needed_by=None,
+            origin="api",
+        )
+        await uow.commit()
+    async with engine.connect() as conn:
+        return str(await conn.scalar(sa.select(legs.c.id)))
+
+
+async def _can_give(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        network = await saga.network_for(conn, ["rice"], datetime.now(UTC))
+    stock = network.stock[("donor", "rice")]
+    return stock.available - stock.reorder_point
+
+
+async def test_a_reserved_leg_still_counts_at_its_donor_before_the_level_arrives(
+    transfer: tuple[AsyncEngine, TransferSettings],
+) -> None:
+    """stock.reserved ends the leg's "pending" count at the donor; the donor's
+    stock.level_changed may come in a later transaction. In between, a match must not see
+    the reserved units as free again (15 to give, 10 reserved: 5 left, never 15)."""
+    engine, settings = transfer
+    leg_id = await _donor_and_request(engine, settings)
+    assert await _can_give(engine) == 5  # the proposed leg is pending
+    await _apply(
+        engine, settings, StockReserved(outlet_id="donor", sku="rice", leg_id=leg_id, quantity=10)
+    )
+    assert await _can_give(engine) == 5
+    await _apply(engine, settings, _level(15, reserved=10))  # the absolute figures again
+    assert await _can_give(engine) == 5
+
+
+async def test_a_leg_cancelled_while_its_dispatch_is_on_its_way_can_still_be_received(
+    transfer: tuple[AsyncEngine, TransferSettings],
+) -> None:
+    """The source asked to dispatch, then the request was cancelled: the release reached
+    stock after the dispatch and found nothing, and stock.dispatched follows. The units
+    are on their way: the leg goes on to dispatched and then received, not lost."""
+    engine, settings = transfer
+    leg_id = await _donor_and_request(engine, settings)
+    await _apply(
+        engine, settings, StockReserved(outlet_id="donor", sku="rice", leg_id=leg_id, quantity=10)
+    )
+    uows = UnitOfWorkFactory(engine, source="transfer")
+    async with uows() as uow:
+        ctx = saga.Ctx(uow, settings, datetime.now(UTC))
+        request_id = (await saga.get_leg(await ctx.conn(), leg_id) or {})["request_id"]
+        await saga.stop_request(ctx, request_id, "cancelled", "no longer needed")
+        await uow.commit()
+    await _apply(
+        engine, settings, StockDispatched(outlet_id="donor", sku="rice", leg_id=leg_id, quantity=10)
+    )
+    async with engine.connect() as conn:
+        leg = (await conn.execute(sa.select(legs).where(legs.c.id == leg_id))).mappings().one()
+    assert (leg["state"], leg["sent_quantity"]) == ("dispatched", 10)
+    await _apply(
+        engine, settings, StockReceived(outlet_id="a", sku="rice", leg_id=leg_id, quantity=10)
+    )
+    async with engine.connect() as conn:
+        state = await conn.scalar(sa.select(legs.c.state).where(legs.c.id == leg_id))
+        request = (
+            (
+                await conn.execute(
+                    sa.select(restock_requests).where(restock_requests.c.id == request_id)
+                )
+            )
+            .mappings()
+            .one()
+        )
+    assert state == "received"
+    assert (request["status"], request["received"]) == ("cancelled", 10)
