@@ -246,6 +246,8 @@ async def test_bad_batches_are_refused_whole_with_the_field(
         ([], "lines", None),
         # A lone surrogate (JSON "\\ud800") is no text a database can store.
         ([sale("a", "x"), sale("b\ud800", "x")], "lines.1.idempotency_key", "invalid"),
+        # Stock's own movement keys: a sale keyed so would make a leg's dispatch a duplicate.
+        ([sale("transfer_out:leg-1", "x")], "lines.0.idempotency_key", "reserved_key"),
     ]
     for lines, field, code in cases:
         resp = await client.post(
@@ -322,6 +324,18 @@ async def test_movement_endpoints_and_idempotency(
         json={"idempotency_key": "r2", "sku": "kopi", "quantity": 3, "source": "supplier"},
     )
     assert no_supplier.status_code == 422 and no_supplier.json()["error"]["field"] == "supplier_id"
+    for key in ("transfer_in:leg-1", "opening:kopi"):
+        reserved = await client.post(
+            f"{base}/returns",
+            json={"idempotency_key": key, "sku": "kopi", "quantity": 1, "reason": "changed mind"},
+        )
+        assert reserved.status_code == 422, reserved.text
+        assert reserved.json()["error"] == {
+            "code": "reserved_key",
+            "message": "idempotency keys beginning transfer_out: or transfer_in: or opening: "
+            "are stock's own",
+            "field": "idempotency_key",
+        }
     r = await client.post(
         f"{base}/write-offs",
         json={"idempotency_key": "w1", "sku": "kopi", "quantity": 2, "reason": "expired"},

@@ -58,6 +58,7 @@ _PYDANTIC_CODES = {
     "less_than": "too_large",
     "less_than_equal": "too_large",
     "json_invalid": "malformed_json",
+    "reserved_key": "reserved_key",
 }
 
 

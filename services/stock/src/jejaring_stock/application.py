@@ -36,6 +36,9 @@ from jejaring_shared.errors import ApiError
 
 from .adapters import repository as repo
 from .domain.model import (
+    OPENING_KEY,
+    TRANSFER_IN_KEY,
+    TRANSFER_OUT_KEY,
     Level,
     MovementKind,
     OutletStatus,
@@ -474,7 +477,7 @@ async def dispatch(txn: StockTxn, *, leg_id: str, actor: str) -> tuple[bool, str
                 level.sku,
                 MovementKind.TRANSFER_OUT,
                 -res["quantity"],
-                f"transfer_out:{leg_id}",
+                f"{TRANSFER_OUT_KEY}{leg_id}",
                 txn.now,
                 reference=leg_id,
             )
@@ -503,10 +506,10 @@ async def receive(
 ) -> bool:
     """Units of a leg arrived (a transfer-in); False when this leg was received before."""
     if quantity == 0:
-        done = await repo.existing_keys(await txn.conn(), outlet_id, [f"transfer_in:{leg_id}"])
+        done = await repo.existing_keys(await txn.conn(), outlet_id, [f"{TRANSFER_IN_KEY}{leg_id}"])
         if done:
             return False
-    key = f"transfer_in:{leg_id}"
+    key = f"{TRANSFER_IN_KEY}{leg_id}"
     move = MoveIn(sku, MovementKind.TRANSFER_IN, quantity, key, txn.now, reason, leg_id)
     recorded = await record_movements(txn, outlet_id, [move], actor)
     if not recorded.accepted:
@@ -669,7 +672,12 @@ async def import_opening_stock(
             good[row.sku] = (line, row)
     moves = [
         MoveIn(
-            sku, MovementKind.ADJUSTMENT, row.quantity, f"opening:{sku}", txn.now, "opening stock"
+            sku,
+            MovementKind.ADJUSTMENT,
+            row.quantity,
+            f"{OPENING_KEY}{sku}",
+            txn.now,
+            "opening stock",
         )
         for sku, (_line, row) in good.items()
     ]
@@ -678,7 +686,7 @@ async def import_opening_stock(
     report.unchanged = len(recorded.duplicates)
     levels = await txn.load(outlet_id, good)
     for key in recorded.accepted:
-        sku = key.removeprefix("opening:")
+        sku = key.removeprefix(OPENING_KEY)
         extra = good[sku][1].model_dump(
             include={"reorder_point", "maximum", "safety_stock"}, exclude_none=True
         )

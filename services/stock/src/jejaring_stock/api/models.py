@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from jejaring_shared.fields import Text
 
+from ..domain.model import SYSTEM_KEY_PREFIXES
+
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
-Key = Annotated[str, StringConstraints(min_length=1, max_length=200), Text]
+def _client_key(value: str) -> str:
+    if value.startswith(SYSTEM_KEY_PREFIXES):
+        raise PydanticCustomError(
+            "reserved_key",
+            "idempotency keys beginning {prefixes} are stock's own",
+            {"prefixes": " or ".join(SYSTEM_KEY_PREFIXES)},
+        )
+    return value
+
+
+Key = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), Text, AfterValidator(_client_key)
+]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500), Text]
 Qty = Annotated[int, Field(gt=0, le=1_000_000)]
 

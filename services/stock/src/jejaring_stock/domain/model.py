@@ -20,6 +20,14 @@ from jejaring_shared.contracts.stock import (
     StockSurplus,
 )
 
+TRANSFER_OUT_KEY = "transfer_out:"
+TRANSFER_IN_KEY = "transfer_in:"
+OPENING_KEY = "opening:"
+SYSTEM_KEY_PREFIXES = (TRANSFER_OUT_KEY, TRANSFER_IN_KEY, OPENING_KEY)
+"""How the idempotency keys stock makes for its own movements begin (followed by a leg
+id or a sku). Movements are unique per outlet and key, so a client's key may not begin
+so: a sale keyed `transfer_out:<leg>` would make that leg's dispatch a "duplicate"."""
+
 
 class MovementKind(StrEnum):
     RECEIPT = "receipt"
