@@ -8,6 +8,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from jejaring_gateway.adapters.events import Filters
 from jejaring_gateway.api.docs import merge
 from jejaring_gateway.domain.access import Check, decide, is_slow, owner, segments
 from jejaring_gateway.domain.identity import (
@@ -202,3 +203,22 @@ def test_the_key_is_read_from_x_api_key_first_then_a_bearer_token() -> None:
     assert _token_of([(b"authorization", b"Basic dXNlcg==")]) is None
     assert _token_of([(b"authorization", b"Bearer ")]) == ""  # present but empty: a 401
     assert _token_of([]) is None
+
+
+def test_an_outlets_live_events_are_found_by_their_payload_not_their_key() -> None:
+    """Outlet ids may contain `:`: the events of `bali:ubud` (key `bali:ubud:rice`) are not
+    `bali`'s, and `bali` gets its own."""
+    def level(outlet_id: str) -> dict[str, object]:
+        return {
+            "type": "stock.level_changed",
+            "source": "stock",
+            "key": f"{outlet_id}:rice",
+            "payload": {"outlet_id": outlet_id, "sku": "rice", "available": 3},
+        }
+
+    bali = Filters.parse(None, "bali", None)
+    assert not bali.matches(level("bali:ubud"))
+    assert bali.matches(level("bali"))
+    assert Filters.parse(None, "bali:ubud", None).matches(level("bali:ubud"))
+    transfer = {"type": "transfer.leg_reserved", "payload": {"source_id": "bali"}}
+    assert bali.matches(transfer)

@@ -59,12 +59,13 @@ class Filters:
 
 
 def outlets_of(event: dict[str, Any]) -> set[str]:
+    """The outlets an event concerns, from its payload only: every stock event names its
+    outlet there. Not from the key (`outlet:sku`): outlet ids may contain `:`, so the key
+    of `bali:ubud`'s events begins `bali:` and would show them to outlet `bali`."""
     payload = event.get("payload") or {}
-    found = {str(payload[f]) for f in OUTLET_FIELDS if isinstance(payload, dict) and payload.get(f)}
-    key = str(event.get("key") or "")
-    if event.get("source") == "stock" and key:
-        found.add(key.split(":", 1)[0])
-    return found
+    if not isinstance(payload, dict):
+        return set()
+    return {str(payload[f]) for f in OUTLET_FIELDS if payload.get(f)}
 
 
 @dataclass(eq=False)
