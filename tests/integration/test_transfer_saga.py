@@ -281,6 +281,15 @@ async def test_api_validation_and_unknown_ids(db_url: str, private_broker: Any) 
         )
         assert resp.status_code == 422
         assert resp.json()["error"]["field"] == "needed_by"
+        # Reservations would be held until then; a date near year 9999 overflowed (500).
+        for far in ((utcnow() + timedelta(days=91)).isoformat(), "9999-12-31T23:00:00+00:00"):
+            resp = await client.post(
+                "/api/v1/restock-requests",
+                json={"outlet_id": "o1", "sku": "A", "quantity": 1, "needed_by": far},
+            )
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["error"]["code"] == "too_far"
+            assert resp.json()["error"]["field"] == "needed_by"
         for path in ("/api/v1/restock-requests/nope", "/api/v1/restock-requests/nope/cancel"):
             resp = await (client.get(path) if "cancel" not in path else client.post(path))
             assert resp.status_code == 404

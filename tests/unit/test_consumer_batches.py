@@ -266,8 +266,8 @@ async def test_a_handler_over_its_time_is_a_handler_timeout_and_changes_nothing(
 
     dead: list[str] = []
 
-    async def dead_letter(m: Any, reason: str, detail: str) -> None:
-        dead.append(f"{m.offset}:{reason}:{detail}")
+    async def dead_letter(msg: Any, reason: str, detail: str) -> None:
+        dead.append(f"{msg.offset}:{reason}:{detail}")
 
     runner._dead_letter = dead_letter  # type: ignore[method-assign]  # no broker here
     await runner._process(msg)

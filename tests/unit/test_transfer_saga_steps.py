@@ -4,7 +4,7 @@ batch may end between any two events of one change)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -156,3 +156,69 @@ async def test_a_leg_cancelled_while_its_dispatch_is_on_its_way_can_still_be_rec
         )
     assert state == "received"
     assert (request["status"], request["received"]) == ("cancelled", 10)
+
+
+async def _open(
+    engine: AsyncEngine, settings: TransferSettings, quantity: int, needed_by: datetime | None
+) -> saga.Opened:
+    async with UnitOfWorkFactory(engine, source="transfer")() as uow:
+        opened = await saga.open_request(
+            saga.Ctx(uow, settings, datetime.now(UTC)),
+            outlet_id="a",
+            sku="rice",
+            quantity=quantity,
+            needed_by=needed_by,
+            origin="api",
+        )
+        await uow.commit()
+    return opened
+
+
+async def test_a_merge_needed_sooner_expires_sooner(
+    transfer: tuple[AsyncEngine, TransferSettings],
+) -> None:
+    """An auto request (no needed-by: 72 h) merged with one needed tomorrow takes the
+    sooner needed-by and its expiry (needed-by + grace), so its reservations do not
+    outlive the need by two days; a later needed-by changes neither."""
+    engine, settings = transfer
+    first = await _open(engine, settings, 5, None)
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    await _open(engine, settings, 1, tomorrow)
+    await _open(engine, settings, 1, tomorrow + timedelta(days=1))
+    async with engine.connect() as conn:
+        row = (
+            (
+                await conn.execute(
+                    sa.select(restock_requests).where(restock_requests.c.id == first.request_id)
+                )
+            )
+            .mappings()
+            .one()
+        )
+    assert saga.aware(row["needed_by"]) == tomorrow
+    assert saga.aware(row["expires_at"]) == tomorrow + timedelta(seconds=settings.expiry_grace_s)
+
+
+async def test_a_request_past_its_expiry_is_not_matched_again(
+    transfer: tuple[AsyncEngine, TransferSettings],
+) -> None:
+    """Between its expiry and the driver closing it, a request is not matched again (a
+    rejection would otherwise reserve stock the driver releases moments later)."""
+    engine, settings = transfer
+    await _apply(
+        engine,
+        settings,
+        OutletRegistered(
+            outlet_id="donor", name="donor", community="c1", region="r1", lat=-6.2, lon=106.8
+        ),
+        _level(25),
+    )
+    opened = await _open(engine, settings, 10, None)
+    async with UnitOfWorkFactory(engine, source="transfer")() as uow:
+        ctx = saga.Ctx(uow, settings, datetime.now(UTC) + timedelta(days=4))
+        request = await saga.lock_request(await ctx.conn(), opened.request_id)
+        assert request is not None
+        await (await ctx.conn()).execute(sa.delete(legs))  # as if its leg had failed
+        assert await saga.match_request(ctx, request, announce=False) == 0
+        ctx.now = datetime.now(UTC)
+        assert await saga.match_request(ctx, request, announce=False) == 10

@@ -17,6 +17,11 @@ class TransferSettings(ServiceSettings):
     expiry_grace_s: float = Field(
         default=24 * 3600, ge=0, description="A request with needed-by expires this long after it"
     )
+    needed_by_horizon_s: float = Field(
+        default=90 * 24 * 3600,
+        gt=0,
+        description="How far ahead needed-by may be (its reservations are held until then)",
+    )
     accept_timeout_s: float = Field(
         default=3600, gt=0, description="A supplier must accept a leg within this"
     )

@@ -496,6 +496,10 @@ async def open_request(
             current["needed_by"] is None or needed_by < aware(current["needed_by"])  # type: ignore[operator]
         ):
             changes["needed_by"] = needed_by
+            # Sooner needed, sooner expired (its reservations released with it).
+            expires_at = needed_by + timedelta(seconds=ctx.settings.expiry_grace_s)
+            if expires_at < aware(current["expires_at"]):  # type: ignore[operator]
+                changes["expires_at"] = expires_at
         await conn.execute(_UPDATE_REQUEST, set_params(restock_requests, changes, id=current["id"]))
         current.update(changes)
         await ctx.history(
@@ -579,6 +583,9 @@ async def match_request(
     conn = await ctx.conn()
     if request["status"] not in OPEN_STATES:
         return 0
+    expires_at = aware(request["expires_at"])
+    if expires_at is not None and expires_at <= ctx.now:
+        return 0  # the driver is about to expire it: no new reservations or assignments
     if request_legs is None:
         request_legs = await legs_of(conn, request["id"])
     rest = remainder(request, request_legs)

@@ -34,23 +34,31 @@ async def drive_once(runtime: Runtime, settings: TransferSettings, *, rematch: b
         conn = await uow.session.connection()
         leg_ids = await saga.due_legs(conn, now)
         request_ids = await saga.due_requests(conn, now)
+    # One step failing (a bad row, a lost race) must not hold up the others: it is logged
+    # and comes due again next round.
     for leg_id in leg_ids:
-        async with runtime.uow() as uow:
-            ctx = saga.Ctx(uow, settings, utcnow())
-            if await saga.leg_failed(
-                ctx, leg_id, "timed_out", allowed_from=("proposed",), reason="accept_timeout"
-            ):
-                steps += 1
-            await uow.commit()
+        try:
+            async with runtime.uow() as uow:
+                ctx = saga.Ctx(uow, settings, utcnow())
+                if await saga.leg_failed(
+                    ctx, leg_id, "timed_out", allowed_from=("proposed",), reason="accept_timeout"
+                ):
+                    steps += 1
+                await uow.commit()
+        except Exception:
+            log.warning("transfer driver: timing out leg %s failed", leg_id, exc_info=True)
     for request_id in request_ids:
-        async with runtime.uow() as uow:
-            ctx = saga.Ctx(uow, settings, utcnow())
-            try:
+        try:
+            async with runtime.uow() as uow:
+                ctx = saga.Ctx(uow, settings, utcnow())
                 await saga.stop_request(ctx, request_id, "expired", "expired")
-            except ApiError:
-                continue  # closed meanwhile
-            steps += 1
-            await uow.commit()
+                await uow.commit()
+        except ApiError:
+            continue  # closed meanwhile
+        except Exception:
+            log.warning("transfer driver: expiring request %s failed", request_id, exc_info=True)
+            continue
+        steps += 1
     if rematch:
         async with runtime.uow() as uow:
             ctx = saga.Ctx(uow, settings, utcnow())
