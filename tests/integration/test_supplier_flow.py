@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from jejaring_catalog.config import CatalogSettings
 from jejaring_catalog.entrypoints.app import create_app as create_catalog
 from jejaring_shared.contracts import Envelope
-from jejaring_shared.contracts.transfer import LegAssigned
+from jejaring_shared.contracts.transfer import LegAssigned, LegCancelled, LegExpired
 from jejaring_shared.settings import KafkaSettings
 from jejaring_supplier.config import SupplierSettings
 from jejaring_supplier.domain import webhooks
@@ -469,3 +469,101 @@ async def test_a_webhook_into_our_own_network_is_refused(db_url: str, private_br
             },
         )
         assert ok.status_code == 201, ok.text
+
+
+def called_off(leg: Envelope, kind: type[LegCancelled] | type[LegExpired], reason: str) -> Envelope:
+    """Transfer calling an assigned leg off, on the leg's key (its request), after it."""
+    assigned = leg.payload
+    payload = kind(
+        leg_id=assigned["leg_id"],
+        request_id=assigned["request_id"],
+        source_kind="supplier",
+        source_id=assigned["supplier_id"],
+        outlet_id=assigned["outlet_id"],
+        sku=assigned["sku"],
+        quantity=assigned["quantity"],
+        state="cancelled" if kind is LegCancelled else "timed_out",
+        reason=reason,
+    )
+    return Envelope(
+        type="transfer.leg_cancelled" if kind is LegCancelled else "transfer.leg_expired",
+        source="transfer",
+        key=leg.key,
+        correlation_id=leg.correlation_id,
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+async def test_a_leg_transfer_calls_off_is_closed_and_the_supplier_told(
+    db_url: str, private_broker: Any
+) -> None:
+    """A request cancelled while its supplier leg waits, and a leg transfer timed out after
+    the supplier accepted it (the accept arrived too late): both assignments close, the
+    supplier is told by webhook, and neither can be accepted or shipped any more. A
+    shipped assignment stays shipped: those goods are on their way."""
+    bootstrap = private_broker.bootstrap_servers
+    receiver = Receiver(fail_first=0)
+    async with serving(receiver) as hook_url, running(supplier_app(db_url, bootstrap), "s") as sup:
+        reg = await sup.post(
+            "/api/v1/suppliers",
+            json={
+                "name": "Pak Budi Tahu",
+                "kind": "small_producer",
+                "webhook_url": hook_url,
+                "webhook_secret": SECRET,
+            },
+        )
+        sid = reg.json()["id"]
+        legs = {name: leg_event(name, sid, "TAHU", quantity=5) for name in ("c", "t", "s")}
+        await send_raw(
+            bootstrap, "transfer.events", [(e.key.encode(), e.to_bytes()) for e in legs.values()]
+        )
+        base = f"/api/v1/suppliers/{sid}/assignments"
+
+        async def assigned() -> bool:
+            items = (await sup.get(base)).json()["items"]
+            return len(items) == 3
+
+        await wait_until(assigned, what="three assignments")
+        assert (await sup.post(f"{base}/t/accept")).status_code == 200
+        assert (await sup.post(f"{base}/s/accept")).status_code == 200
+        assert (await sup.post(f"{base}/s/ship", json={"quantity": 5})).status_code == 200
+        await send_raw(
+            bootstrap,
+            "transfer.events",
+            [
+                (e.key.encode(), e.to_bytes())
+                for e in (
+                    called_off(legs["c"], LegCancelled, "no longer needed"),
+                    called_off(legs["t"], LegExpired, "accept_timeout"),
+                    called_off(legs["s"], LegCancelled, "no longer needed"),
+                )
+            ],
+        )
+
+        async def closed() -> dict[str, Any]:
+            items = {a["leg_id"]: a for a in (await sup.get(base)).json()["items"]}
+            done = items["c"]["status"] == items["t"]["status"] == "cancelled"
+            return items if done else {}
+
+        items = await wait_until(closed, what="both assignments called off")
+        assert (items["c"]["cancel_reason"], items["t"]["cancel_reason"]) == (
+            "no longer needed",
+            "accept_timeout",
+        )
+        assert items["s"]["status"] == "shipped"
+        for leg_id, action, body in (("c", "accept", None), ("t", "ship", {"quantity": 5})):
+            refused = await sup.post(f"{base}/{leg_id}/{action}", json=body)
+            assert error_of(refused) == (409, "assignment_cancelled", "leg_id")
+
+        async def told() -> list[str]:
+            sent = [json.loads(raw) for _h, raw, _s in receiver.requests]
+            cancelled = [
+                s["assignment"]["leg_id"] for s in sent if s["type"] == "assignment.cancelled"
+            ]
+            return sorted(cancelled) if len(cancelled) == 2 else []
+
+        assert await wait_until(told, what="the supplier told of both") == ["c", "t"]
+        # Only the timed-out leg counts against the supplier's reliability.
+        rel = (await sup.get(f"/api/v1/suppliers/{sid}/reliability")).json()
+        assert (rel["assigned"], rel["shipped"]) == (2, 1)

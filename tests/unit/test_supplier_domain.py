@@ -67,6 +67,9 @@ def test_repeating_a_step_is_a_no_op() -> None:
         ("ship", "assigned", {"quantity": 1}, "not_accepted"),
         ("ship", "declined", {"quantity": 1}, "assignment_declined"),
         ("ship", "accepted", {"quantity": 11}, "too_large"),
+        ("accept", "cancelled", {}, "assignment_cancelled"),
+        ("decline", "cancelled", {}, "assignment_cancelled"),
+        ("ship", "cancelled", {"quantity": 1}, "assignment_cancelled"),
     ],
 )
 def test_steps_out_of_order_are_refused(
@@ -96,6 +99,18 @@ def test_reliability_counts_on_time_over_decided() -> None:
     assert (r.assigned, r.shipped, r.on_time, r.declined, r.open) == (5, 2, 1, 1, 1)
     assert r.score == 0.25
     assert reliability([leg("assigned")], NOW).score is None
+
+
+def test_a_leg_called_off_counts_against_a_supplier_only_when_it_timed_out() -> None:
+    """The cooperative cancelling a request (or letting it expire) says nothing of the
+    supplier; not accepting in time does, as it always did."""
+    accepted = NOW - timedelta(minutes=30)
+    shipped = leg("shipped", accepted_at=accepted, shipped_at=NOW)
+    called_off = leg("cancelled", cancel_reason="no longer needed")
+    timed_out = leg("cancelled", cancel_reason="accept_timeout")
+    assert reliability([shipped, called_off], NOW).score == 1.0
+    r = reliability([shipped, called_off, timed_out], NOW)
+    assert (r.assigned, r.score) == (2, 0.5)
 
 
 @pytest.mark.parametrize(

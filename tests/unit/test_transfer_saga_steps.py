@@ -20,6 +20,7 @@ from jejaring_shared.contracts.stock import (
     StockReceived,
     StockReserved,
 )
+from jejaring_shared.contracts.supplier import AssignmentShipped
 from jejaring_shared.db import UnitOfWorkFactory, create_engine
 from jejaring_transfer import saga
 from jejaring_transfer.adapters.tables import legs, restock_requests
@@ -222,3 +223,33 @@ async def test_a_request_past_its_expiry_is_not_matched_again(
         assert await saga.match_request(ctx, request, announce=False) == 0
         ctx.now = datetime.now(UTC)
         assert await saga.match_request(ctx, request, announce=False) == 10
+
+
+async def test_a_leg_called_off_that_the_supplier_shipped_before_hearing_of_it_is_shipped(
+    transfer: tuple[AsyncEngine, TransferSettings],
+) -> None:
+    """The supplier shipped in the moment between the leg being called off and the
+    supplier service hearing of it: the goods are on their way, so the leg is shipped
+    (and can be received), not left cancelled."""
+    engine, settings = transfer
+    leg_id = await _donor_and_request(engine, settings)
+    uows = UnitOfWorkFactory(engine, source="transfer")
+    async with uows() as uow:
+        ctx = saga.Ctx(uow, settings, datetime.now(UTC))
+        request_id = (await saga.get_leg(await ctx.conn(), leg_id) or {})["request_id"]
+        await saga.stop_request(ctx, request_id, "cancelled", "no longer needed")
+        await uow.commit()
+    [supplier_spec] = [s for s in consumer_specs(settings) if s.group_id.endswith("-supplier")]
+    shipped = AssignmentShipped(leg_id=leg_id, supplier_id="sup_1", quantity=10, note=None)
+    envelope = Envelope(
+        type="supplier.assignment_shipped",
+        source="supplier",
+        key="sup_1",
+        payload=shipped.model_dump(),
+    )
+    async with uows() as uow:
+        await supplier_spec.handlers["supplier.assignment_shipped"](uow, envelope, shipped)
+        await uow.commit()
+    async with engine.connect() as conn:
+        leg = (await conn.execute(sa.select(legs).where(legs.c.id == leg_id))).mappings().one()
+    assert (leg["state"], leg["sent_quantity"]) == ("shipped", 10)

@@ -17,7 +17,7 @@ from jejaring_shared.contracts import Envelope, utcnow
 from jejaring_shared.contracts.catalog import ProductCreated, ProductRetired
 from jejaring_shared.contracts.supplier import OfferWithdrawn
 from jejaring_shared.contracts.topics import CATALOG_EVENTS, TRANSFER_EVENTS
-from jejaring_shared.contracts.transfer import LegAssigned
+from jejaring_shared.contracts.transfer import LegAssigned, LegCancelled, LegExpired
 from jejaring_shared.db import UnitOfWork
 
 from ..config import SupplierSettings
@@ -25,6 +25,7 @@ from . import repository as repo
 from .tables import assignments, catalog_products, offers, webhook_deliveries
 
 ASSIGNMENT_CREATED = "assignment.created"
+ASSIGNMENT_CANCELLED = "assignment.cancelled"
 
 
 async def on_product(uow: UnitOfWork, envelope: Envelope, payload: ProductCreated) -> None:
@@ -82,18 +83,54 @@ async def on_retired(uow: UnitOfWork, envelope: Envelope, payload: ProductRetire
         )
 
 
-def webhook_body(delivery_id: str, envelope: Envelope, leg: LegAssigned) -> str:
+def webhook_body(
+    delivery_id: str,
+    envelope: Envelope,
+    kind: str,
+    supplier_id: str,
+    assignment: dict[str, Any],
+    actions: tuple[str, ...] = ("accept", "decline", "ship"),
+) -> str:
     """Fixed when the delivery is created, so every retry sends the same bytes."""
-    base = f"/api/v1/suppliers/{leg.supplier_id}/assignments/{leg.leg_id}"
+    base = f"/api/v1/suppliers/{supplier_id}/assignments/{assignment['leg_id']}"
     body: dict[str, Any] = {
         "id": delivery_id,
-        "type": ASSIGNMENT_CREATED,
+        "type": kind,
         "occurred_at": envelope.occurred_at.isoformat(),
-        "supplier_id": leg.supplier_id,
-        "assignment": leg.model_dump(mode="json"),
-        "links": {a: f"{base}/{a}" for a in ("accept", "decline", "ship")},
+        "supplier_id": supplier_id,
+        "assignment": assignment,
+        "links": {a: f"{base}/{a}" for a in actions},
     }
     return json.dumps(body, separators=(",", ":"))
+
+
+async def _tell_supplier(
+    conn: Any,
+    envelope: Envelope,
+    kind: str,
+    supplier_id: str,
+    assignment: dict[str, Any],
+    actions: tuple[str, ...],
+) -> None:
+    """A webhook delivery (sent and retried by the webhook sender), if the supplier has a
+    webhook."""
+    supplier = await repo.supplier(conn, supplier_id)
+    if supplier is None or not supplier["webhook_url"]:
+        return
+    delivery_id = str(uuid.uuid4())
+    await conn.execute(
+        sa.insert(webhook_deliveries).values(
+            id=delivery_id,
+            supplier_id=supplier_id,
+            event=kind,
+            url=supplier["webhook_url"],
+            body=webhook_body(delivery_id, envelope, kind, supplier_id, assignment, actions),
+            status="pending",
+            attempts=0,
+            next_attempt_at=utcnow(),
+            created_at=utcnow(),
+        )
+    )
 
 
 async def on_leg_assigned(uow: UnitOfWork, envelope: Envelope, payload: LegAssigned) -> None:
@@ -117,22 +154,41 @@ async def on_leg_assigned(uow: UnitOfWork, envelope: Envelope, payload: LegAssig
             assigned_at=now,
         )
     )
-    supplier = await repo.supplier(conn, payload.supplier_id)
-    if supplier is None or not supplier["webhook_url"]:
+    await _tell_supplier(
+        conn,
+        envelope,
+        ASSIGNMENT_CREATED,
+        payload.supplier_id,
+        payload.model_dump(mode="json"),
+        ("accept", "decline", "ship"),
+    )
+
+
+async def on_leg_called_off(
+    uow: UnitOfWork, envelope: Envelope, payload: LegCancelled | LegExpired
+) -> None:
+    """Transfer called a supplier leg off (its request cancelled or expired, or the accept
+    too late): an assignment not yet shipped is closed, so it can no longer be accepted
+    or shipped, and the supplier is told. A shipped one stays shipped: those goods are on
+    their way, and transfer takes them in."""
+    if payload.source_kind != "supplier":
         return
-    delivery_id = str(uuid.uuid4())
+    conn = await repo.conn_of(uow)
+    current = await repo.assignment(conn, payload.leg_id, for_update=True)
+    if current is None or current["status"] not in ("assigned", "accepted"):
+        return
+    reason = payload.reason or payload.state
+    values = {"status": "cancelled", "cancelled_at": envelope.occurred_at, "cancel_reason": reason}
     await conn.execute(
-        sa.insert(webhook_deliveries).values(
-            id=delivery_id,
-            supplier_id=payload.supplier_id,
-            event=ASSIGNMENT_CREATED,
-            url=supplier["webhook_url"],
-            body=webhook_body(delivery_id, envelope, payload),
-            status="pending",
-            attempts=0,
-            next_attempt_at=utcnow(),
-            created_at=utcnow(),
-        )
+        sa.update(assignments).where(assignments.c.leg_id == payload.leg_id).values(values)
+    )
+    await _tell_supplier(
+        conn,
+        envelope,
+        ASSIGNMENT_CANCELLED,
+        current["supplier_id"],
+        {"leg_id": payload.leg_id, "request_id": payload.request_id, "reason": reason},
+        (),
     )
 
 
@@ -150,6 +206,12 @@ def consumer_specs(settings: SupplierSettings) -> list[ConsumerSpec]:
             },
         ),
         ConsumerSpec(
-            settings.transfer_group, [TRANSFER_EVENTS], {"transfer.leg_assigned": on_leg_assigned}
+            settings.transfer_group,
+            [TRANSFER_EVENTS],
+            {
+                "transfer.leg_assigned": on_leg_assigned,
+                "transfer.leg_cancelled": on_leg_called_off,
+                "transfer.leg_expired": on_leg_called_off,
+            },
         ),
     ]

@@ -83,6 +83,9 @@ assignments = sa.Table(
     sa.Column("accepted_at", UtcDateTime, nullable=True),
     sa.Column("declined_at", UtcDateTime, nullable=True),
     sa.Column("shipped_at", UtcDateTime, nullable=True),
+    # Transfer called the leg off (request cancelled or expired, accept timed out).
+    sa.Column("cancelled_at", UtcDateTime, nullable=True),
+    sa.Column("cancel_reason", sa.String(500), nullable=True),
     sa.Index("ix_assignments_supplier", "supplier_id", "status"),
     sa.Index("ix_assignments_shipped", "supplier_id", "shipped_at"),
 )

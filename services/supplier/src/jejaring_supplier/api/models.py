@@ -105,7 +105,7 @@ class AssignmentOut(BaseModel):
     unit_price: int
     accept_by: datetime
     ship_by: datetime | None
-    status: Literal["assigned", "accepted", "declined", "shipped"]
+    status: Literal["assigned", "accepted", "declined", "shipped", "cancelled"]
     decline_reason: str | None
     shipped_quantity: int | None
     ship_note: str | None
@@ -113,6 +113,8 @@ class AssignmentOut(BaseModel):
     accepted_at: datetime | None
     declined_at: datetime | None
     shipped_at: datetime | None
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
 
 
 class Page(BaseModel, Generic[T]):

@@ -285,7 +285,7 @@ async def _assignment(
 async def list_assignments(
     supplier_id: SupplierId,
     uow: UoW,
-    status: Literal["assigned", "accepted", "declined", "shipped", "all"] = "all",
+    status: Literal["assigned", "accepted", "declined", "shipped", "cancelled", "all"] = "all",
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[AssignmentOut]:
@@ -393,6 +393,7 @@ async def get_reliability(supplier_id: SupplierId, uow: UoW) -> ReliabilityOut:
                 assignments.c.ship_by,
                 assignments.c.accepted_at,
                 assignments.c.shipped_at,
+                assignments.c.cancel_reason,
             ).where(assignments.c.supplier_id == supplier_id),
         )
     r = reliability(rows, utcnow())

@@ -1,6 +1,8 @@
 """Assignment rules: the inbox of legs transfer gives a supplier, and its reliability.
 
-assigned -> accepted -> shipped;  assigned -> declined.
+assigned -> accepted -> shipped;  assigned -> declined;
+assigned | accepted -> cancelled (transfer called the leg off: its request was cancelled
+or expired, or the accept came too late), after which nothing more can be done with it.
 Repeating the step already taken (a retried request) is a no-op, not an error; any other
 step out of order is refused with a stable code.
 """
@@ -21,7 +23,13 @@ _REFUSALS: dict[tuple[str, str], tuple[str, str]] = {
     ("decline", "shipped"): ("assignment_shipped", "the assignment was already shipped"),
     ("ship", "assigned"): ("not_accepted", "accept the assignment before shipping it"),
     ("ship", "declined"): ("assignment_declined", "the assignment was declined"),
+    ("accept", "cancelled"): ("assignment_cancelled", "the assignment was called off"),
+    ("decline", "cancelled"): ("assignment_cancelled", "the assignment was called off"),
+    ("ship", "cancelled"): ("assignment_cancelled", "the assignment was called off"),
 }
+ACCEPT_TIMEOUT = "accept_timeout"
+"""The reason transfer gives a leg it timed out: the supplier's doing, unlike a request
+cancelled or expired."""
 
 
 def check_transition(action: Action, current: dict[str, Any], now: datetime, **args: Any) -> bool:
@@ -75,6 +83,9 @@ def reliability(rows: list[dict[str, Any]], now: datetime) -> Reliability:
     Assignments still within their deadlines are `open` and left out of the score, so a
     new assignment does not lower it before the supplier had a chance.
     """
+    # A leg called off because its request was cancelled or expired says nothing about the
+    # supplier; a timed-out one counts, as a leg not accepted in time always did.
+    rows = [r for r in rows if r["status"] != "cancelled" or r["cancel_reason"] == ACCEPT_TIMEOUT]
     accepted = declined = shipped = on_time = still_open = 0
     for r in rows:
         status = r["status"]

@@ -252,12 +252,14 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
         )
 
     async def shipped(ctx: saga.Ctx, p: AssignmentShipped) -> None:
-        # A supplier may ship straight away (an accept lost on the way is implied).
+        # A supplier may ship straight away (an accept lost on the way is implied). A leg
+        # called off (cancelled, timed out) that the supplier shipped before hearing of it
+        # is on its way all the same: it goes on to be received, not lost.
         moved = await saga.move_leg(
             ctx,
             p.leg_id,
             "shipped",
-            allowed_from=("accepted", "proposed"),
+            allowed_from=("accepted", "proposed", "cancelled", "timed_out"),
             reason=p.note,
             extra={"sent_quantity": p.quantity},
         )
