@@ -286,3 +286,34 @@ async def test_import_refuses_a_file_that_is_not_utf8(
     async with running(app) as c:
         resp = await c.post("/api/v1/products:import", content=bad_body)
     assert error_of(resp) == (400, "invalid_encoding", None)
+
+
+async def test_a_create_racing_another_past_the_checks_is_a_conflict_not_an_outage(
+    db_url: str, kafka_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two creates of one sku (or barcode) at once both pass the read-before-insert
+    checks; the loser is refused by the database (PostgreSQL at the insert, SQLite at the
+    commit). That is a 409 with the field, and nothing of it is written, not a 503."""
+    from jejaring_catalog.adapters import repository as catalog_repo
+
+    app = catalog_app(db_url, kafka_broker.bootstrap_servers)
+    async with running(app) as client:
+        await client.post("/api/v1/clusters", json={"code": "food", "name": "Food"})
+        first = {"sku": "RACE-1", "name": "Kacang", "unit": "pack", "cluster": "food"}
+        first["barcode"] = "8991234567891"
+        assert (await client.post("/api/v1/products", json=first)).status_code == 201
+
+        async def nothing_yet(*_a: Any, **_k: Any) -> Any:
+            return None  # as if the other create had not committed when we looked
+
+        async def no_owners(*_a: Any, **_k: Any) -> dict[str, str]:
+            return {}
+
+        monkeypatch.setattr(catalog_repo, "get_product", nothing_yet)
+        monkeypatch.setattr(catalog_repo, "barcode_owners", no_owners)
+        again = await client.post("/api/v1/products", json={**first, "barcode": None})
+        assert error_of(again) == (409, "duplicate_sku", "sku")
+        taken = await client.post("/api/v1/products", json={**first, "sku": "RACE-2"})
+        assert error_of(taken) == (409, "duplicate_barcode", "barcode")
+        monkeypatch.undo()
+        assert [r[0] for r in await product_rows(app, "RACE-")] == ["RACE-1"]

@@ -81,8 +81,10 @@ async def _add_code(uow: UoW, table: sa.Table, body: CodeIn, what: str) -> CodeO
         conn = await repo.conn_of(uow)
         if body.code in await repo.codes(conn, table):
             raise ApiError(409, f"duplicate_{what}", f"{what} {body.code!r} exists", "code")
-        await repo.insert_code(conn, table, body.code, body.name)
+        # A concurrent add of the same code passes the check above too; the database then
+        # refuses the insert itself (not the commit): a 409, not a 503.
         try:
+            await repo.insert_code(conn, table, body.code, body.name)
             await uow.commit()
         except IntegrityError:
             raise ApiError(
@@ -160,12 +162,16 @@ async def create_product(body: ProductIn, uow: UoW) -> ProductOut:
             "updated_at": now,
             "retired_at": None,
         }
-        await repo.insert_products(conn, [row])
-        uow.publish(created_event(body.sku, state), key=body.sku)
         try:
+            await repo.insert_products(conn, [row])
+            uow.publish(created_event(body.sku, state), key=body.sku)
             await uow.commit()
-        except IntegrityError:
-            # A concurrent create of the same sku or barcode won.
+        except IntegrityError as exc:
+            # A concurrent create of the same sku or barcode won (past the checks above).
+            if "barcode" in str(exc.orig):
+                raise ApiError(
+                    409, "duplicate_barcode", "the barcode is taken", "barcode"
+                ) from None
             raise ApiError(409, "duplicate_sku", f"sku {body.sku!r} exists", "sku") from None
     return _out(row)
 
@@ -265,9 +271,9 @@ async def update_product(sku: str, body: ProductPatch, uow: UoW) -> ProductOut:
         if state == {f: current[f] for f in STATE_FIELDS}:
             return _out(current)  # nothing changed: no event
         now = utcnow()
-        await repo.update_products(conn, [{"sku": sku, **state}], now)
-        uow.publish(updated_event(sku, state), key=sku)
         try:
+            await repo.update_products(conn, [{"sku": sku, **state}], now)
+            uow.publish(updated_event(sku, state), key=sku)
             await uow.commit()
         except IntegrityError:
             raise ApiError(409, "duplicate_barcode", "the barcode is taken", "barcode") from None
