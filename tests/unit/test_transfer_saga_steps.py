@@ -253,3 +253,37 @@ async def test_a_leg_called_off_that_the_supplier_shipped_before_hearing_of_it_i
     async with engine.connect() as conn:
         leg = (await conn.execute(sa.select(legs).where(legs.c.id == leg_id))).mappings().one()
     assert (leg["state"], leg["sent_quantity"]) == ("shipped", 10)
+
+
+async def test_requests_nobody_can_fill_do_not_keep_newer_ones_from_being_rematched(
+    transfer: tuple[AsyncEngine, TransferSettings],
+) -> None:
+    """The driver re-matches the oldest waiting requests first, a window at a time: old
+    requests for a sku nobody holds must not fill that window, or a newer request whose
+    donor just got stock waits until it expires."""
+    engine, settings = transfer
+    await _apply(
+        engine,
+        settings,
+        OutletRegistered(
+            outlet_id="donor", name="donor", community="c1", region="r1", lat=-6.2, lon=106.8
+        ),
+        _level(10),  # at its reorder point: nothing to give yet
+    )
+    uows = UnitOfWorkFactory(engine, source="transfer")
+    for outlet_id, sku in (("a", "gone"), ("b", "gone"), ("c", "rice")):
+        async with uows() as uow:
+            await saga.open_request(
+                saga.Ctx(uow, settings, datetime.now(UTC)),
+                outlet_id=outlet_id,
+                sku=sku,
+                quantity=5,
+                needed_by=None,
+                origin="auto",
+            )
+            await uow.commit()
+    await _apply(engine, settings, _level(25))  # the donor is restocked
+    async with uows() as uow:
+        given = await saga.rematch_waiting(saga.Ctx(uow, settings, datetime.now(UTC)), limit=2)
+        await uow.commit()
+    assert given == 5

@@ -1094,6 +1094,19 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
         )
         .scalar_subquery()
     )
+    # Only skus someone could give now: requests for skus nobody holds above their reorder
+    # point or offers would otherwise fill the window, oldest first, and keep newer ones
+    # whose source just appeared from ever being looked at until they expire.
+    givable = sa.or_(
+        sa.exists().where(
+            stock_view.c.sku == restock_requests.c.sku,
+            stock_view.c.outlet_id != restock_requests.c.outlet_id,
+            stock_view.c.available > stock_view.c.reorder_point,
+        ),
+        sa.exists().where(
+            offers_view.c.sku == restock_requests.c.sku, offers_view.c.status == "active"
+        ),
+    )
     rows = await many(
         conn,
         sa.select(restock_requests, held.label("held"))
@@ -1101,6 +1114,7 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
             restock_requests.c.status.in_(OPEN_STATES),
             restock_requests.c.expires_at > ctx.now,
             restock_requests.c.quantity > held,
+            givable,
         )
         .order_by(restock_requests.c.created_at)
         .limit(limit),
