@@ -292,8 +292,9 @@ async def test_a_create_racing_another_past_the_checks_is_a_conflict_not_an_outa
     db_url: str, kafka_broker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two creates of one sku (or barcode) at once both pass the read-before-insert
-    checks; the loser is refused by the database (PostgreSQL at the insert, SQLite at the
-    commit). That is a 409 with the field, and nothing of it is written, not a 503."""
+    checks; the loser is refused by the database at its insert (or update), which was
+    outside the error mapping. That is a 409 with the field, nothing of it is written, not
+    a 503."""
     from jejaring_catalog.adapters import repository as catalog_repo
 
     app = catalog_app(db_url, kafka_broker.bootstrap_servers)

@@ -246,9 +246,10 @@ def _timing_runner(engine: AsyncEngine, handler: Any) -> ConsumerRunner:
 async def test_a_handler_over_its_time_is_a_handler_timeout_and_changes_nothing(
     engine: AsyncEngine,
 ) -> None:
-    """A handler that overruns is cut off as HandlerTimeout (a failure of the message, so
-    retried and then dead-lettered, never mistaken for a dependency outage), and its
-    unit of work rolls back with the inbox claim: the event applies when delivered again."""
+    """A handler that overruns is cut off as HandlerTimeout (a failure of the message,
+    dead-lettered once its attempts are spent, here one; never mistaken for a dependency
+    outage), and its unit of work rolls back with the inbox claim: the event applies when
+    delivered again."""
     apply = probe.make_handler()
 
     async def slow(uow: Any, envelope: Envelope, payload: Any) -> None:

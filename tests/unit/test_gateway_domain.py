@@ -208,6 +208,7 @@ def test_the_key_is_read_from_x_api_key_first_then_a_bearer_token() -> None:
 def test_an_outlets_live_events_are_found_by_their_payload_not_their_key() -> None:
     """Outlet ids may contain `:`: the events of `bali:ubud` (key `bali:ubud:rice`) are not
     `bali`'s, and `bali` gets its own."""
+
     def level(outlet_id: str) -> dict[str, object]:
         return {
             "type": "stock.level_changed",

@@ -101,16 +101,24 @@ def test_reliability_counts_on_time_over_decided() -> None:
     assert reliability([leg("assigned")], NOW).score is None
 
 
-def test_a_leg_called_off_counts_against_a_supplier_only_when_it_timed_out() -> None:
-    """The cooperative cancelling a request (or letting it expire) says nothing of the
-    supplier; not accepting in time does, as it always did."""
+def test_a_leg_called_off_counts_against_a_supplier_only_past_a_deadline() -> None:
+    """Called off while the supplier was within its deadlines (its request cancelled, or
+    timed out by transfer just after an accept made in time): not counted. Called off
+    after accept_by without an accept, or after ship_by without shipping: counted, not
+    on time, as it would have been had it not been called off."""
     accepted = NOW - timedelta(minutes=30)
     shipped = leg("shipped", accepted_at=accepted, shipped_at=NOW)
-    called_off = leg("cancelled", cancel_reason="no longer needed")
-    timed_out = leg("cancelled", cancel_reason="accept_timeout")
-    assert reliability([shipped, called_off], NOW).score == 1.0
-    r = reliability([shipped, called_off, timed_out], NOW)
-    assert (r.assigned, r.score) == (2, 0.5)
+    in_time = [
+        leg("cancelled", cancelled_at=NOW),  # request cancelled while it waited
+        leg("cancelled", accepted_at=accepted, cancelled_at=NOW + timedelta(hours=2)),
+    ]
+    late = [
+        leg("cancelled", cancelled_at=NOW + timedelta(hours=2)),  # never accepted
+        leg("cancelled", accepted_at=accepted, cancelled_at=NOW + timedelta(days=2)),
+    ]
+    assert reliability([shipped, *in_time], NOW).score == 1.0
+    r = reliability([shipped, *in_time, *late], NOW + timedelta(days=3))
+    assert (r.assigned, r.shipped, r.score) == (3, 1, round(1 / 3, 4))
 
 
 @pytest.mark.parametrize(

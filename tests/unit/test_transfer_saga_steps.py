@@ -20,7 +20,7 @@ from jejaring_shared.contracts.stock import (
     StockReceived,
     StockReserved,
 )
-from jejaring_shared.contracts.supplier import AssignmentShipped
+from jejaring_shared.contracts.supplier import AssignmentShipped, OfferPublished, SupplierRegistered
 from jejaring_shared.db import UnitOfWorkFactory, create_engine
 from jejaring_transfer import saga
 from jejaring_transfer.adapters.tables import legs, restock_requests
@@ -79,17 +79,7 @@ async def _donor_and_request(engine: AsyncEngine, settings: TransferSettings) ->
         ),
         _level(25),
     )
-    uows = UnitOfWorkFactory(engine, source="transfer")
-    async with uows() as uow:
-        await saga.open_request(
-            saga.Ctx(uow, settings, datetime.now(UTC)),
-            outlet_id="a",
-            sku="rice",
-            quantity=10,
-            needed_by=None,
-            origin="api",
-        )
-        await uow.commit()
+    await _open(engine, settings, 10, None)
     async with engine.connect() as conn:
         return str(await conn.scalar(sa.select(legs.c.id)))
 
@@ -160,13 +150,19 @@ async def test_a_leg_cancelled_while_its_dispatch_is_on_its_way_can_still_be_rec
 
 
 async def _open(
-    engine: AsyncEngine, settings: TransferSettings, quantity: int, needed_by: datetime | None
+    engine: AsyncEngine,
+    settings: TransferSettings,
+    quantity: int,
+    needed_by: datetime | None,
+    *,
+    outlet_id: str = "a",
+    sku: str = "rice",
 ) -> saga.Opened:
     async with UnitOfWorkFactory(engine, source="transfer")() as uow:
         opened = await saga.open_request(
             saga.Ctx(uow, settings, datetime.now(UTC)),
-            outlet_id="a",
-            sku="rice",
+            outlet_id=outlet_id,
+            sku=sku,
             quantity=quantity,
             needed_by=needed_by,
             origin="api",
@@ -225,34 +221,79 @@ async def test_a_request_past_its_expiry_is_not_matched_again(
         assert await saga.match_request(ctx, request, announce=False) == 10
 
 
-async def test_a_leg_called_off_that_the_supplier_shipped_before_hearing_of_it_is_shipped(
-    transfer: tuple[AsyncEngine, TransferSettings],
+async def _supplier_event(
+    engine: AsyncEngine, settings: TransferSettings, payload: Payload
 ) -> None:
-    """The supplier shipped in the moment between the leg being called off and the
-    supplier service hearing of it: the goods are on their way, so the leg is shipped
-    (and can be received), not left cancelled."""
-    engine, settings = transfer
-    leg_id = await _donor_and_request(engine, settings)
-    uows = UnitOfWorkFactory(engine, source="transfer")
-    async with uows() as uow:
-        ctx = saga.Ctx(uow, settings, datetime.now(UTC))
-        request_id = (await saga.get_leg(await ctx.conn(), leg_id) or {})["request_id"]
-        await saga.stop_request(ctx, request_id, "cancelled", "no longer needed")
+    [spec] = [s for s in consumer_specs(settings) if s.group_id.endswith("-supplier")]
+    name = {
+        SupplierRegistered: "supplier.registered",
+        OfferPublished: "supplier.offer_published",
+        AssignmentShipped: "supplier.assignment_shipped",
+    }[type(payload)]
+    envelope = Envelope(type=name, source="supplier", key="sup_1", payload=payload.model_dump())
+    async with UnitOfWorkFactory(engine, source="transfer")() as uow:
+        await spec.handlers[name](uow, envelope, payload)
         await uow.commit()
-    [supplier_spec] = [s for s in consumer_specs(settings) if s.group_id.endswith("-supplier")]
-    shipped = AssignmentShipped(leg_id=leg_id, supplier_id="sup_1", quantity=10, note=None)
-    envelope = Envelope(
-        type="supplier.assignment_shipped",
-        source="supplier",
-        key="sup_1",
-        payload=shipped.model_dump(),
-    )
-    async with uows() as uow:
-        await supplier_spec.handlers["supplier.assignment_shipped"](uow, envelope, shipped)
-        await uow.commit()
+
+
+async def _leg_state(engine: AsyncEngine, leg_id: str) -> tuple[str, int | None]:
     async with engine.connect() as conn:
         leg = (await conn.execute(sa.select(legs).where(legs.c.id == leg_id))).mappings().one()
-    assert (leg["state"], leg["sent_quantity"]) == ("shipped", 10)
+    return leg["state"], leg["sent_quantity"]
+
+
+async def test_a_supplier_leg_called_off_that_was_shipped_before_the_supplier_heard_is_shipped(
+    transfer: tuple[AsyncEngine, TransferSettings],
+) -> None:
+    """The supplier shipped in the moment between the leg being called off (its request
+    cancelled, or the leg timed out) and the supplier service hearing of it: the goods
+    are on their way, so the leg is shipped (and can be received), not left called off.
+    Another supplier's shipment of it changes nothing."""
+    engine, settings = transfer
+    await _supplier_event(
+        engine,
+        settings,
+        SupplierRegistered(supplier_id="sup_1", name="Bu Sari", kind="small_producer"),
+    )
+    await _supplier_event(
+        engine,
+        settings,
+        OfferPublished(
+            offer_id="off_1",
+            supplier_id="sup_1",
+            sku="tahu",
+            quantity=50,
+            unit_price=5_000,
+            lead_time_hours=2,
+        ),
+    )
+    uows = UnitOfWorkFactory(engine, source="transfer")
+    for outlet_id, how in (("a", "cancelled"), ("b", "timed_out")):
+        opened = await _open(engine, settings, 10, None, outlet_id=outlet_id, sku="tahu")
+        async with engine.connect() as conn:
+            leg_id = str(
+                await conn.scalar(
+                    sa.select(legs.c.id).where(
+                        legs.c.request_id == opened.request_id, legs.c.source_kind == "supplier"
+                    )
+                )
+            )
+        async with uows() as uow:
+            ctx = saga.Ctx(uow, settings, datetime.now(UTC))
+            if how == "cancelled":
+                await saga.stop_request(ctx, opened.request_id, "cancelled", "no longer needed")
+            else:
+                assert await saga.leg_failed(
+                    ctx, leg_id, "timed_out", allowed_from=("proposed",), reason="accept_timeout"
+                )
+            await uow.commit()
+        assert (await _leg_state(engine, leg_id))[0] == how
+        other = AssignmentShipped(leg_id=leg_id, supplier_id="sup_2", quantity=10, note=None)
+        await _supplier_event(engine, settings, other)
+        assert (await _leg_state(engine, leg_id))[0] == how
+        mine = AssignmentShipped(leg_id=leg_id, supplier_id="sup_1", quantity=10, note=None)
+        await _supplier_event(engine, settings, mine)
+        assert await _leg_state(engine, leg_id) == ("shipped", 10)
 
 
 async def test_requests_nobody_can_fill_do_not_keep_newer_ones_from_being_rematched(
@@ -270,20 +311,10 @@ async def test_requests_nobody_can_fill_do_not_keep_newer_ones_from_being_rematc
         ),
         _level(10),  # at its reorder point: nothing to give yet
     )
-    uows = UnitOfWorkFactory(engine, source="transfer")
     for outlet_id, sku in (("a", "gone"), ("b", "gone"), ("c", "rice")):
-        async with uows() as uow:
-            await saga.open_request(
-                saga.Ctx(uow, settings, datetime.now(UTC)),
-                outlet_id=outlet_id,
-                sku=sku,
-                quantity=5,
-                needed_by=None,
-                origin="auto",
-            )
-            await uow.commit()
+        await _open(engine, settings, 5, None, outlet_id=outlet_id, sku=sku)
     await _apply(engine, settings, _level(25))  # the donor is restocked
-    async with uows() as uow:
+    async with UnitOfWorkFactory(engine, source="transfer")() as uow:
         given = await saga.rematch_waiting(saga.Ctx(uow, settings, datetime.now(UTC)), limit=2)
         await uow.commit()
     assert given == 5

@@ -10,6 +10,8 @@ leg (outlet):   proposed -> reserved -> dispatched -> received
 leg (supplier): proposed -> accepted -> shipped -> received
 any leg:        -> rejected | declined | timed_out | released  => re-match the remainder
                 -> cancelled (request cancelled or expired; reservation released)
+goods already on their way when a leg was called off are taken in all the same:
+                cancelled (outlet) -> dispatched; cancelled | timed_out (supplier) -> shipped
 """
 
 from __future__ import annotations
@@ -1065,6 +1067,7 @@ async def due_legs(conn: AsyncConnection, now: datetime, limit: int = 100) -> li
             .where(
                 legs.c.state == "proposed", legs.c.accept_by.is_not(None), legs.c.accept_by <= now
             )
+            .order_by(legs.c.accept_by)  # the longest overdue first
             .limit(limit),
         )
     ]
@@ -1077,6 +1080,7 @@ async def due_requests(conn: AsyncConnection, now: datetime, limit: int = 100) -
             conn,
             sa.select(restock_requests.c.id)
             .where(restock_requests.c.status.in_(OPEN_STATES), restock_requests.c.expires_at <= now)
+            .order_by(restock_requests.c.expires_at)
             .limit(limit),
         )
     ]
@@ -1104,7 +1108,9 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
             stock_view.c.available > stock_view.c.reorder_point,
         ),
         sa.exists().where(
-            offers_view.c.sku == restock_requests.c.sku, offers_view.c.status == "active"
+            offers_view.c.sku == restock_requests.c.sku,
+            offers_view.c.status == "active",
+            sa.or_(offers_view.c.valid_until.is_(None), offers_view.c.valid_until > ctx.now),
         ),
     )
     rows = await many(

@@ -168,7 +168,10 @@ async def create_product(body: ProductIn, uow: UoW) -> ProductOut:
             await uow.commit()
         except IntegrityError as exc:
             # A concurrent create of the same sku or barcode won (past the checks above).
-            if "barcode" in str(exc.orig):
+            # The barcode's unique constraint by name (PostgreSQL) or column (SQLite): the
+            # message also quotes the values, and a sku may contain "barcode".
+            refused = str(exc.orig)
+            if "products_barcode_key" in refused or "products.barcode" in refused:
                 raise ApiError(
                     409, "duplicate_barcode", "the barcode is taken", "barcode"
                 ) from None

@@ -393,7 +393,7 @@ async def get_reliability(supplier_id: SupplierId, uow: UoW) -> ReliabilityOut:
                 assignments.c.ship_by,
                 assignments.c.accepted_at,
                 assignments.c.shipped_at,
-                assignments.c.cancel_reason,
+                assignments.c.cancelled_at,
             ).where(assignments.c.supplier_id == supplier_id),
         )
     r = reliability(rows, utcnow())

@@ -23,13 +23,19 @@ _REFUSALS: dict[tuple[str, str], tuple[str, str]] = {
     ("decline", "shipped"): ("assignment_shipped", "the assignment was already shipped"),
     ("ship", "assigned"): ("not_accepted", "accept the assignment before shipping it"),
     ("ship", "declined"): ("assignment_declined", "the assignment was declined"),
-    ("accept", "cancelled"): ("assignment_cancelled", "the assignment was called off"),
-    ("decline", "cancelled"): ("assignment_cancelled", "the assignment was called off"),
-    ("ship", "cancelled"): ("assignment_cancelled", "the assignment was called off"),
+    **{
+        (action, "cancelled"): ("assignment_cancelled", "the assignment was called off")
+        for action in ("accept", "decline", "ship")
+    },
 }
-ACCEPT_TIMEOUT = "accept_timeout"
-"""The reason transfer gives a leg it timed out: the supplier's doing, unlike a request
-cancelled or expired."""
+
+
+def _missed_a_deadline(r: dict[str, Any]) -> bool:
+    """Called off after the supplier had already let a deadline pass: not accepted by
+    `accept_by`, or accepted and not shipped by `ship_by`."""
+    if r["accepted_at"] is None or r["accepted_at"] > r["accept_by"]:
+        return bool(r["cancelled_at"] > r["accept_by"])
+    return r["ship_by"] is not None and r["cancelled_at"] > r["ship_by"]
 
 
 def check_transition(action: Action, current: dict[str, Any], now: datetime, **args: Any) -> bool:
@@ -83,9 +89,11 @@ def reliability(rows: list[dict[str, Any]], now: datetime) -> Reliability:
     Assignments still within their deadlines are `open` and left out of the score, so a
     new assignment does not lower it before the supplier had a chance.
     """
-    # A leg called off because its request was cancelled or expired says nothing about the
-    # supplier; a timed-out one counts, as a leg not accepted in time always did.
-    rows = [r for r in rows if r["status"] != "cancelled" or r["cancel_reason"] == ACCEPT_TIMEOUT]
+    # A leg called off while the supplier was within its deadlines (its request cancelled
+    # or expired, or timed out by transfer just after an accept made in time) says nothing
+    # about the supplier; one called off after a deadline had passed counts, not on time,
+    # as it would have had it not been called off.
+    rows = [r for r in rows if r["status"] != "cancelled" or _missed_a_deadline(r)]
     accepted = declined = shipped = on_time = still_open = 0
     for r in rows:
         status = r["status"]

@@ -254,7 +254,11 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
     async def shipped(ctx: saga.Ctx, p: AssignmentShipped) -> None:
         # A supplier may ship straight away (an accept lost on the way is implied). A leg
         # called off (cancelled, timed out) that the supplier shipped before hearing of it
-        # is on its way all the same: it goes on to be received, not lost.
+        # is on its way all the same: it goes on to be received, not lost (a timed-out
+        # leg's remainder was re-matched, so the request may then get more than it asked).
+        leg = await saga.get_leg(await ctx.conn(), p.leg_id)
+        if leg is None or (leg["source_kind"], leg["source_id"]) != ("supplier", p.supplier_id):
+            return  # not this supplier's leg
         moved = await saga.move_leg(
             ctx,
             p.leg_id,
