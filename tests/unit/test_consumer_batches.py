@@ -42,17 +42,24 @@ class _Consumer:
         return None
 
 
-def _runner(engine: AsyncEngine, tps: list[TopicPartition]) -> ConsumerRunner:
+def _runner(
+    engine: AsyncEngine,
+    tps: list[TopicPartition],
+    handler: Any = None,
+    handler_timeout_s: float = 30.0,
+) -> ConsumerRunner:
+    """A runner whose failures are dead letters at once (one attempt)."""
     runner = ConsumerRunner(
         group_id=probe.GROUP,
         topics=[probe.PROBE_TOPIC],
-        handlers={"probe.thing_happened": probe.make_handler()},
+        handlers={"probe.thing_happened": handler or probe.make_handler()},
         uow_factory=UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY),
         kafka=KafkaSettings(),
         metrics=BackboneMetrics("t"),
         registry=probe.REGISTRY,
         max_attempts=1,
         retry_backoff_s=0.01,
+        handler_timeout_s=handler_timeout_s,
     )
     runner.assigned.update(tps)
     return runner
@@ -228,19 +235,8 @@ async def test_two_deliveries_at_once_apply_an_event_once_on_postgresql(
 
 
 def _timing_runner(engine: AsyncEngine, handler: Any) -> ConsumerRunner:
-    """A runner whose handler has 50 ms, and whose failures are dead letters at once."""
-    return ConsumerRunner(
-        group_id=probe.GROUP,
-        topics=[probe.PROBE_TOPIC],
-        handlers={"probe.thing_happened": handler},
-        uow_factory=UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY),
-        kafka=KafkaSettings(),
-        metrics=BackboneMetrics("t"),
-        registry=probe.REGISTRY,
-        max_attempts=1,
-        retry_backoff_s=0.01,
-        handler_timeout_s=0.05,
-    )
+    """A runner whose handler has 50 ms."""
+    return _runner(engine, [], handler, handler_timeout_s=0.05)
 
 
 async def test_a_handler_over_its_time_is_a_handler_timeout_and_changes_nothing(
