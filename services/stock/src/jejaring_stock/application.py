@@ -505,11 +505,11 @@ async def receive(
     actor: str,
 ) -> bool:
     """Units of a leg arrived (a transfer-in); False when this leg was received before."""
+    key = f"{TRANSFER_IN_KEY}{leg_id}"
     if quantity == 0:
-        done = await repo.existing_keys(await txn.conn(), outlet_id, [f"{TRANSFER_IN_KEY}{leg_id}"])
+        done = await repo.existing_keys(await txn.conn(), outlet_id, [key])
         if done:
             return False
-    key = f"{TRANSFER_IN_KEY}{leg_id}"
     move = MoveIn(sku, MovementKind.TRANSFER_IN, quantity, key, txn.now, reason, leg_id)
     recorded = await record_movements(txn, outlet_id, [move], actor)
     if not recorded.accepted:

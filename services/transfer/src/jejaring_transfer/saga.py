@@ -837,10 +837,12 @@ async def move_leg(
     reason: str | None = None,
     extra: dict[str, Any] | None = None,
     lock_sku: bool = True,
+    source: tuple[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Move a leg (with its request locked) if it is in one of `allowed_from`; record the
     history and the event. Returns (leg, request) after the move, or None if it did not
-    apply (unknown leg, or already past that state: a redelivery or a late answer).
+    apply (unknown leg, or already past that state: a redelivery or a late answer; or,
+    with `source` (kind, id), a leg of another source).
     `lock_sku=False`: the caller takes no other lock after this one (reserved, dispatched),
     so it need not wait for the sku's matching lock first."""
     conn = await ctx.conn()
@@ -853,6 +855,8 @@ async def move_leg(
         return None
     leg = await get_leg(conn, leg_id)
     if leg is None or request is None or leg["state"] not in allowed_from:
+        return None
+    if source is not None and (leg["source_kind"], leg["source_id"]) != source:
         return None
     changes = {"state": to_state, "updated_at": ctx.now, **(extra or {})}
     if reason is not None:

@@ -89,9 +89,10 @@ def webhook_body(
     kind: str,
     supplier_id: str,
     assignment: dict[str, Any],
-    actions: tuple[str, ...] = ("accept", "decline", "ship"),
+    actions: tuple[str, ...],
 ) -> str:
-    """Fixed when the delivery is created, so every retry sends the same bytes."""
+    """Fixed when the delivery is created, so every retry sends the same bytes; `links`
+    name the `actions` the supplier can take on the assignment."""
     base = f"/api/v1/suppliers/{supplier_id}/assignments/{assignment['leg_id']}"
     body: dict[str, Any] = {
         "id": delivery_id,

@@ -73,14 +73,18 @@ async def create_restock_request(body: RestockIn, request: Request) -> JSONRespo
     request for an outlet and sku with one open is merged into it. Requests arriving
     together are committed together (see api/intake.py)."""
     now = utcnow()
-    if body.needed_by is not None and body.needed_by <= now:
-        raise ApiError(422, "in_the_past", "needed_by must be in the future", "needed_by")
-    horizon = _settings(request).needed_by_horizon_s
-    if body.needed_by is not None and body.needed_by > now + timedelta(seconds=horizon):
-        # Its reservations would be held until then (and a date near year 9999 overflowed).
-        raise ApiError(
-            422, "too_far", f"needed_by is more than {horizon / 86400:g} days ahead", "needed_by"
-        )
+    if body.needed_by is not None:
+        if body.needed_by <= now:
+            raise ApiError(422, "in_the_past", "needed_by must be in the future", "needed_by")
+        horizon = _settings(request).needed_by_horizon_s
+        if body.needed_by > now + timedelta(seconds=horizon):
+            # Its reservations would be held until then (a date near year 9999 overflowed).
+            raise ApiError(
+                422,
+                "too_far",
+                f"needed_by is more than {horizon / 86400:g} days ahead",
+                "needed_by",
+            )
     runtime = request.app.state.runtime
     intake = intake_of(runtime, runtime.uow, _settings(request))
     opened = await intake.submit(

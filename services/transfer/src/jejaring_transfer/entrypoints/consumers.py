@@ -256,9 +256,6 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
         # called off (cancelled, timed out) that the supplier shipped before hearing of it
         # is on its way all the same: it goes on to be received, not lost (a timed-out
         # leg's remainder was re-matched, so the request may then get more than it asked).
-        leg = await saga.get_leg(await ctx.conn(), p.leg_id)
-        if leg is None or (leg["source_kind"], leg["source_id"]) != ("supplier", p.supplier_id):
-            return  # not this supplier's leg
         moved = await saga.move_leg(
             ctx,
             p.leg_id,
@@ -266,6 +263,7 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
             allowed_from=("accepted", "proposed", "cancelled", "timed_out"),
             reason=p.note,
             extra={"sent_quantity": p.quantity},
+            source=("supplier", p.supplier_id),
         )
         if moved:
             await saga.bump_supplier(ctx, p.supplier_id, "shipped")
