@@ -349,3 +349,53 @@ async def test_a_rejected_reservation_is_rematched_by_normal_matching(
         again = (await commands(bs, rid, 2))[1]
         assert again["type"] == "stock.reserve" and again["payload"]["outlet_id"] == mid
         assert (await get(client, rid))["origin"] == "rebalancing"
+
+
+async def test_a_second_plan_approved_for_the_same_shortage_is_refused_not_sent_twice(
+    private_broker: Any, tmp_path: Path
+) -> None:
+    """Two plans proposed from the same state (a double click, two ops members) plan the
+    same lines: once one is approved, the other's lines no longer hold (the outlet's need
+    is covered by what is coming), and approving it is refused, changing nothing."""
+    bs = private_broker.bootstrap_servers
+    rich, poor, sku = uid("rich"), uid("poor"), uid("sku")
+    db = f"sqlite+aiosqlite:///{tmp_path}/transfer.db"
+    async with running(settings_for(db, bs, auto_restock=False)) as (app, client):
+        await emit(
+            bs,
+            product(sku),
+            outlet(rich, "c1", -6.21, 106.81),
+            outlet(poor, "c1", -6.20, 106.80),
+            level(rich, sku, 100, 10),
+            level(poor, sku, 0, 10),
+        )
+        await projected(app, "stock_view", 2, "sku", sku)
+        await emit(
+            bs, (StockSurplus(outlet_id=rich, sku=sku, available=100, maximum=40), rich, None)
+        )
+
+        async def surplus_known() -> bool:
+            sql = "SELECT maximum FROM stock_view WHERE outlet_id = :o AND sku = :s"
+            return bool(await scalar(app, sql, o=rich, s=sku) == 40)
+
+        await wait_until(surplus_known, timeout=30, what="rich's maximum projected")
+        await projected(app, "products_view", 1, "sku", sku)
+        await outlets_known(app, rich, poor)
+
+        ids = []
+        for _ in range(2):
+            resp = await client.post("/api/v1/rebalancing/plans", json={"skus": [sku]})
+            assert resp.status_code == 201, resp.text
+            [line] = resp.json()["lines"]
+            assert (line["source_id"], line["outlet_id"]) == (rich, poor)
+            ids.append((resp.json()["id"], line["id"]))
+        resp = await client.post(f"/api/v1/rebalancing/plans/{ids[0][0]}/approve")
+        assert resp.status_code == 200, resp.text
+        before = await state(app)
+        resp = await client.post(f"/api/v1/rebalancing/plans/{ids[1][0]}/approve")
+        error(resp, 409, "line_lapsed", "lines")
+        assert f"{ids[1][1]}: already_covered" in resp.json()["error"]["message"]
+        assert await state(app) == before
+        # What is left to do with it: reject it.
+        resp = await client.post(f"/api/v1/rebalancing/plans/{ids[1][0]}/reject")
+        assert resp.status_code == 200 and resp.json()["status"] == "rejected", resp.text

@@ -61,8 +61,9 @@ def test_routes_go_to_their_owner() -> None:
 def test_long_calls_get_the_long_timeout() -> None:
     assert is_slow("POST", segments("/api/v1/products:import"))
     assert is_slow("POST", segments("/api/v1/outlets/o-1/opening-stock"))
+    assert is_slow("POST", segments("/api/v1/rebalancing/plans/plan-1/approve"))
+    assert not is_slow("POST", segments("/api/v1/rebalancing/plans/plan-1/reject"))
     assert is_slow("POST", segments("/api/v1/rebalancing/plans"))
-    assert not is_slow("POST", segments("/api/v1/rebalancing/plans/p1/approve"))
     assert not is_slow("GET", segments("/api/v1/rebalancing/plans"))
     assert not is_slow("POST", segments("/api/v1/restock-requests"))
 

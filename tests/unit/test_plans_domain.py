@@ -4,14 +4,18 @@ per-sku problems and the plan's totals."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pytest
 
 from jejaring_transfer.domain import matching as m
 from jejaring_transfer.domain.plans import (
     Level,
+    PlanLine,
     Snapshot,
+    lapsed,
     par,
     propose,
     shortfall,
@@ -259,3 +263,57 @@ def test_random_networks_keep_every_rule(seed: int) -> None:
         assert q <= shortfall(by_level[k], horizon)  # never past the maximum / par
     assert len(plan.lines) <= 40
     assert plan.units == sum(x.quantity for x in plan.lines)
+
+
+def test_lines_that_no_longer_hold_at_approval_are_found_with_why() -> None:
+    """`lapsed`: what approval refuses once the projections moved on since the proposal."""
+    now = datetime(2026, 12, 7, tzinfo=UTC)
+    sku, other = "rice", "oil"
+    outlets = {
+        "rich": m.Outlet("rich"),
+        "poor": m.Outlet("poor"),
+        "gone": m.Outlet("gone", status="closed"),
+    }
+    levels = [
+        Level("rich", sku, available=60, reorder_point=10, maximum=20),
+        # poor: 5 on hand, 10 coming from a request opened since, par 30.
+        Level("poor", sku, available=5, reorder_point=10, maximum=30, incoming=10),
+        Level("poor", other, available=0, reorder_point=5, maximum=30),
+        Level("rich", other, available=40, reorder_point=5, maximum=10),
+    ]
+    offers = [
+        m.Offer("of-1", "sup", sku, quantity=12, unit_price=1, lead_time_hours=1),
+        m.Offer("of-old", "sup", sku, 50, 1, 1, valid_until=now - timedelta(seconds=1)),
+    ]
+    products = {sku: m.Product(sku, case_pack=5), other: m.Product(other, min_transfer_qty=4)}
+    snap = Snapshot(outlets, levels, offers, products, now)
+
+    def line(sink: str, quantity: int, source: str = "rich", offer: str | None = None) -> PlanLine:
+        kind: Literal["outlet", "supplier"] = "supplier" if offer else "outlet"
+        return PlanLine(sku, kind, source, offer, sink, quantity, 0, None)
+
+    assert lapsed([("a", line("poor", 10))], snap, set()) == []
+    # 5 + 10 coming + 10 + 10 reaches par 30 only after the second line: the third lapses.
+    assert lapsed(
+        [("a", line("poor", 10)), ("b", line("poor", 5)), ("c", line("poor", 5))], snap, set()
+    ) == [("c", "already_covered")]
+    assert lapsed([("a", line("gone", 10))], snap, set()) == [("a", "outlet_closed")]
+    assert lapsed([("a", line("poor", 10))], snap, {sku}) == [("a", "product_retired")]
+    assert lapsed([("a", line("poor", 7))], snap, set()) == [("a", "product_changed")]
+    odd = PlanLine(other, "outlet", "rich", None, "poor", 3, 0, None)
+    assert lapsed([("a", odd)], snap, set()) == [("a", "product_changed")]
+    # rich can give 50 above its reorder point; a second line to another sku is its own.
+    assert lapsed(
+        [("a", line("poor", 10, "rich")), ("b", line("poor", 5, "nobody"))], snap, set()
+    ) == [("b", "source_unavailable")]
+    # The offer has 12 left: the first 10 fit, 5 more do not; a lapsed offer gives nothing.
+    snap2 = Snapshot(outlets, [replace(levels[1], incoming=0)], offers, products, now)
+    assert lapsed(
+        [
+            ("a", line("poor", 10, "sup", "of-1")),
+            ("b", line("poor", 5, "sup", "of-1")),
+            ("c", line("poor", 5, "sup", "of-old")),
+        ],
+        snap2,
+        set(),
+    ) == [("b", "source_unavailable"), ("c", "source_unavailable")]

@@ -94,10 +94,12 @@ def is_upload(segs: list[str]) -> bool:
 
 def is_slow(method: str, segs: list[str]) -> bool:
     """Calls that legitimately take long (a CSV import, proposing a network-wide
-    rebalancing plan) get the longer upstream timeout."""
+    rebalancing plan, approving one of hundreds of lines) get the longer upstream timeout."""
     if is_upload(segs):
         return True
-    return method == "POST" and segs[:2] == ["rebalancing", "plans"] and len(segs) == 2
+    if method != "POST" or segs[:2] != ["rebalancing", "plans"]:
+        return False
+    return len(segs) == 2 or (len(segs) == 4 and segs[3] == "approve")
 
 
 def decide(p: Principal, method: str, segs: list[str]) -> Decision:

@@ -1240,7 +1240,8 @@ async def open_planned_request(
         ),
         request_id,
     )
-    network = await network_for(conn, [sku], ctx.now)
+    # Only the sink and the sku's holders: the line's source is one of them.
+    network = await network_for(conn, [sku], ctx.now, destinations=[outlet_id])
     fixed = m.Network(
         outlets=network.outlets,
         stock={

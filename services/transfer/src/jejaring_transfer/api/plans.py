@@ -379,8 +379,10 @@ async def _approve(
                     "id",
                 )
             ctx = saga.Ctx(uow, settings, now)
+            skus = sorted({line["sku"] for line in todo})
             # Every sku of the approval at once, in the one order all matching uses.
-            await saga.lock_skus_for_matching(conn, sorted({line["sku"] for line in todo}))
+            await saga.lock_skus_for_matching(conn, skus)
+            await _refuse_lapsed(conn, todo, skus, now)
             for line in todo:
                 request_id = await saga.open_planned_request(
                     ctx,
@@ -406,6 +408,52 @@ async def _approve(
             await _finish(conn, plan, now)
             await uow.commit()
         return await _plan_json(await uow.session.connection(), plan_id)
+
+
+async def _refuse_lapsed(
+    conn: AsyncConnection, todo: list[dict[str, Any]], skus: list[str], now: datetime
+) -> None:
+    """409 `line_lapsed` (nothing changed) when lines no longer hold: the projections have
+    moved on since the proposal (`plans.lapsed` says how)."""
+    retired = {
+        r["sku"]
+        for r in await saga.many(
+            conn,
+            sa.select(products_view.c.sku).where(
+                products_view.c.sku.in_(skus), products_view.c.retired
+            ),
+        )
+    }
+    found = plans.lapsed(
+        [
+            (
+                line["id"],
+                plans.PlanLine(
+                    line["sku"],
+                    line["source_kind"],
+                    line["source_id"],
+                    line["offer_id"],
+                    line["outlet_id"],
+                    line["quantity"],
+                    line["cost"],
+                    line["cover_after_days"],
+                ),
+            )
+            for line in todo
+        ],
+        await snapshot(conn, skus, now),
+        retired,
+    )
+    if found:
+        listed = "; ".join(f"{line_id}: {why}" for line_id, why in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise ApiError(
+            409,
+            "line_lapsed",
+            f"{len(found)} line(s) no longer hold ({listed}{more}); reject them and approve "
+            "the rest, or propose a new plan",
+            "lines",
+        )
 
 
 @router.post("/plans/{plan_id}/approve")

@@ -133,6 +133,73 @@ def surplus(level: Level) -> int:
     return max(0, level.available - max(level.maximum, level.reorder_point))
 
 
+def lapsed(
+    lines: Sequence[tuple[str, PlanLine]], snapshot: Snapshot, retired: set[str]
+) -> list[tuple[str, str]]:
+    """Lines of a plan that no longer hold at approval, with why: the projections moved on
+    since the proposal (a plan stays approvable for `plan_stale_after_s`).
+
+    - `outlet_closed`: the receiving outlet is no longer active or at risk;
+    - `product_retired`, `product_changed` (the quantity is no longer whole case packs of
+      at least the minimum transfer quantity);
+    - `already_covered`: what the outlet holds plus what open requests will bring (another
+      plan approved since, auto-restock) reaches its par already, counting the lines
+      before it in this approval;
+    - `source_unavailable`: the donor can no longer give the line's quantity without going
+      below its reorder point, or the offer's remainder is short, lapsed or withdrawn,
+      counting what the lines before it in this approval take.
+
+    The snapshot's `incoming` must not count requests of this approval (read it first)."""
+    levels = {(lv.outlet_id, lv.sku): lv for lv in snapshot.levels}
+    offers = {o.offer_id: o for o in snapshot.offers}
+    coming: dict[tuple[str, str], int] = {}
+    taken: dict[tuple[str, str], int] = {}
+    out: list[tuple[str, str]] = []
+    for line_id, line in lines:
+        sink = (line.outlet_id, line.sku)
+        product = snapshot.products.get(line.sku)
+        outlet = snapshot.outlets.get(line.outlet_id)
+        level = levels.get(sink)
+        if outlet is None or outlet.status not in SINK_STATUSES:
+            out.append((line_id, "outlet_closed"))
+            continue
+        if line.sku in retired:
+            out.append((line_id, "product_retired"))
+            continue
+        pack, least = (product.case_pack, product.min_transfer_qty) if product else (1, 1)
+        if line.quantity % max(pack, 1) or line.quantity < least:
+            out.append((line_id, "product_changed"))
+            continue
+        have = 0 if level is None else level.available + level.incoming + coming.get(sink, 0)
+        if level is not None and have >= par(level):
+            out.append((line_id, "already_covered"))
+            continue
+        if line.source_kind == "outlet":
+            source = (line.source_id, line.sku)
+            donor = levels.get(source)
+            spare = 0 if donor is None else donor.available - donor.reorder_point
+            donor_ok = donor is not None and (
+                (o := snapshot.outlets.get(line.source_id)) is not None
+                and o.status in SOURCE_STATUSES
+            )
+            if not donor_ok or spare - taken.get(source, 0) < line.quantity:
+                out.append((line_id, "source_unavailable"))
+                continue
+        else:
+            source = (line.offer_id or line.source_id, line.sku)
+            offer = offers.get(line.offer_id or "")
+            if (
+                offer is None
+                or (offer.valid_until is not None and offer.valid_until <= snapshot.now)
+                or offer.quantity - taken.get(source, 0) < line.quantity
+            ):
+                out.append((line_id, "source_unavailable"))
+                continue
+        taken[source] = taken.get(source, 0) + line.quantity
+        coming[sink] = coming.get(sink, 0) + line.quantity
+    return out
+
+
 def _centre(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     if not points:
         return (0.0, 0.0)
