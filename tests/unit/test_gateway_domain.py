@@ -222,5 +222,19 @@ def test_an_outlets_live_events_are_found_by_their_payload_not_their_key() -> No
     assert not bali.matches(level("bali:ubud"))
     assert bali.matches(level("bali"))
     assert Filters.parse(None, "bali:ubud", None).matches(level("bali:ubud"))
-    transfer = {"type": "transfer.leg_reserved", "payload": {"source_id": "bali"}}
+    transfer = {
+        "type": "transfer.leg_reserved",
+        "payload": {"source_kind": "outlet", "source_id": "bali", "outlet_id": "ubud"},
+    }
     assert bali.matches(transfer)
+
+
+def test_a_supplier_leg_is_not_on_the_stream_of_an_outlet_sharing_the_suppliers_id() -> None:
+    """Supplier and outlet ids share one pattern: supplier `kopi-jaya`'s legs to other
+    outlets are not the business of an outlet called `kopi-jaya`."""
+    leg = {
+        "type": "transfer.leg_assigned",
+        "payload": {"source_kind": "supplier", "source_id": "kopi-jaya", "outlet_id": "ubud"},
+    }
+    assert not Filters.parse(None, "kopi-jaya", None).matches(leg)
+    assert Filters.parse(None, "ubud", None).matches(leg)

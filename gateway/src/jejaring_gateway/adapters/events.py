@@ -31,7 +31,6 @@ from jejaring_shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 TOPICS = (CATALOG_EVENTS, STOCK_EVENTS, TRANSFER_EVENTS, SUPPLIER_EVENTS)
-OUTLET_FIELDS = ("outlet_id", "source_id", "destination_outlet_id", "from_outlet_id")
 
 
 @dataclass(frozen=True)
@@ -61,11 +60,18 @@ class Filters:
 def outlets_of(event: dict[str, Any]) -> set[str]:
     """The outlets an event concerns, from its payload only: every stock event names its
     outlet there. Not from the key (`outlet:sku`): outlet ids may contain `:`, so the key
-    of `bali:ubud`'s events begins `bali:` and would show them to outlet `bali`."""
+    of `bali:ubud`'s events begins `bali:` and would show them to outlet `bali`.
+
+    `outlet_id` names an outlet in every contract; `source_id` only when `source_kind` is
+    "outlet" (a supplier's id may equal an outlet's, and a supplier leg is not that
+    outlet's business)."""
     payload = event.get("payload") or {}
     if not isinstance(payload, dict):
         return set()
-    return {str(payload[f]) for f in OUTLET_FIELDS if payload.get(f)}
+    found = {str(payload["outlet_id"])} if payload.get("outlet_id") else set()
+    if payload.get("source_kind") == "outlet" and payload.get("source_id"):
+        found.add(str(payload["source_id"]))
+    return found
 
 
 @dataclass(eq=False)
