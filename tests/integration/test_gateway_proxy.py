@@ -176,3 +176,58 @@ async def test_a_key_store_outage_is_a_503_as_on_fastapis_path(tmp_path: Path) -
             resp = await client.get("/api/v1/products", headers={"x-api-key": key})
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "database_unavailable"
+
+
+async def test_an_ownership_check_transfer_cannot_answer_is_told_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """An outlet's leg and request routes ask transfer who owns them first. Transfer
+    failing (503, 500) is the gateway's 503/502, which clients retry, not a 403 they would
+    take for a refusal; transfer's own 4xx (a malformed id) passes through. Only an answer
+    the gateway cannot read stays closed."""
+    answers = {
+        "l-down": httpx.Response(
+            503, json={"error": {"code": "database_unavailable", "message": "down", "field": None}}
+        ),
+        "l-boom": httpx.Response(500, text="Internal Server Error"),
+        "l-bad": httpx.Response(
+            422, json={"error": {"code": "invalid", "message": "too long", "field": "leg_id"}}
+        ),
+        "l-odd": httpx.Response(200, json={"unexpected": True}),
+        "rq-down": httpx.Response(503, json={"error": {"code": "database_unavailable"}}),
+    }
+    forwarded: list[str] = []
+
+    def transfer(request: httpx.Request) -> httpx.Response:
+        name = request.url.path.rsplit("/", 1)[-1]
+        if request.method == "GET" and name in answers:
+            return answers[name]
+        forwarded.append(request.url.path)
+        return httpx.Response(200, json={})
+
+    settings = GatewaySettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/gateway.db")
+    app = create_gateway(settings, transport=httpx.MockTransport(transfer))
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+        _record, key = await app.state.gateway.keys.issue("outlet", "o-1", "test")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", headers={"x-api-key": key}
+        ) as client:
+            got = {}
+            for path in (
+                "/api/v1/transfers/l-down/dispatch",
+                "/api/v1/transfers/l-boom/receive",
+                "/api/v1/transfers/l-bad/dispatch",
+                "/api/v1/transfers/l-odd/dispatch",
+                "/api/v1/restock-requests/rq-down/cancel",
+            ):
+                resp = await client.post(path, json={})
+                got[path.split("/")[4]] = (resp.status_code, resp.json()["error"]["code"])
+    assert got == {
+        "l-down": (503, "upstream_unavailable"),
+        "l-boom": (502, "bad_gateway"),
+        "l-bad": (422, "invalid"),
+        "l-odd": (403, "ownership_unverifiable"),
+        "rq-down": (503, "upstream_unavailable"),
+    }
+    assert forwarded == []  # nothing was done on an unchecked leg

@@ -287,6 +287,26 @@ async def _get_json(
     return resp.status_code, body if isinstance(body, dict) else None
 
 
+def _unverifiable(status: int, body: dict[str, Any] | None, what: str) -> GatewayError:
+    """Why an ownership check could not be made, told as it is: transfer's own 4xx (a bad
+    id) passes through; its failure is the gateway's 502/503, not a 403 that clients would
+    take for a refusal and not retry. Anything else stays closed (403)."""
+    error = (body or {}).get("error")
+    if 400 <= status < 500 and isinstance(error, dict) and isinstance(error.get("code"), str):
+        field = error.get("field")
+        return GatewayError(
+            status,
+            error["code"],
+            str(error.get("message", "")),
+            field if isinstance(field, str) else None,
+        )
+    if status == 503:
+        return GatewayError(503, "upstream_unavailable", "the transfer service is unavailable")
+    if status >= 500:
+        return GatewayError(502, "bad_gateway", "the transfer service failed to answer")
+    return GatewayError(403, "ownership_unverifiable", f"could not check who owns the {what}")
+
+
 async def _check_restock_owner(state: GatewayState, me: str, request_id: str, rid: str) -> None:
     status, body = await _get_json(state, "transfer", f"/api/v1/restock-requests/{request_id}", rid)
     if status == 200 and body is not None and body.get("outlet_id") == me:
@@ -295,7 +315,7 @@ async def _check_restock_owner(state: GatewayState, me: str, request_id: str, ri
         raise GatewayError(
             404, "request_not_found", f"no restock request {request_id!r}", "request_id"
         )
-    raise GatewayError(403, "ownership_unverifiable", "could not check who owns the request")
+    raise _unverifiable(status, body, "request")
 
 
 async def _check_leg(state: GatewayState, me: str, leg_id: str, check: Check, rid: str) -> None:
@@ -303,7 +323,7 @@ async def _check_leg(state: GatewayState, me: str, leg_id: str, check: Check, ri
     if status == 404:
         raise GatewayError(404, "leg_not_found", f"no transfer leg {leg_id!r}", "leg_id")
     if status != 200 or body is None or "outlet_id" not in body:
-        raise GatewayError(403, "ownership_unverifiable", "could not check who owns the leg")
+        raise _unverifiable(status, body, "leg")
     source = body.get("source_id") if body.get("source_kind") == "outlet" else None
     ok = {
         Check.LEG_SOURCE: source == me,

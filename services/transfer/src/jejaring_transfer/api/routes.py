@@ -334,9 +334,19 @@ async def kpis(uow: UoW, outlet_id: str | None = None) -> dict[str, Any]:
         conn = await uow.session.connection()
         rows = await saga.many(conn, req)
         kinds = {k: int(v or 0) for k, v in (await conn.execute(by_kind)).all()}
+    return kpis_of(rows, kinds, now)
+
+
+def kpis_of(rows: list[dict[str, Any]], kinds: dict[str, int], now: datetime) -> dict[str, Any]:
+    """The KPIs from the requests' rows and the units received by source kind. Requested
+    is each closed request's quantity (after rounding to case packs: what the network was
+    asked to move), cancelled ones included (an outlet that gave up waiting was not
+    served). Received counts at most that per request: a supplier shipping after its
+    timed-out leg was re-matched over-fills one request, which must not hide another
+    left empty."""
     closed = [r for r in rows if r["status"] not in saga.OPEN_STATES]
     requested = sum(r["quantity"] for r in closed)
-    received = sum(r["received"] for r in closed)
+    received = sum(min(r["received"], r["quantity"]) for r in closed)
     fill_times = [
         (saga.aware(r["closed_at"]) - saga.aware(r["created_at"])).total_seconds()  # type: ignore[operator]
         for r in rows
