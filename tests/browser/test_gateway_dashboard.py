@@ -91,6 +91,7 @@ async def test_dashboard_live_events_filters_and_screenshot(
         await wait_until(lambda: asyncio.sleep(0, hub.ready), 60, "the gateway's event consumer")
         # Some data so the overview has something true to show.
         await gw.call("admin", "POST", "/api/v1/outlets", json={"id": "o-web", "name": "Mart Web"})
+        await gw.call("admin", "POST", "/api/v1/outlets", json={"id": "o-two", "name": "Mart Dua"})
         page = await browser.new_page()
         problems: list[str] = []
 
@@ -161,9 +162,15 @@ async def test_dashboard_live_events_filters_and_screenshot(
         await page.wait_for_function(
             "document.querySelector('#outlet-name').textContent.includes('Mart Web')"
         )
+        # The live stream follows the outlet page: to the next outlet, and off on leaving.
+        value = "document.querySelector('#filter-outlet').value"
+        await page.wait_for_function(f"{value} === 'o-web'")
+        await page.goto(f"{base}/dashboard/#outlet/o-two")
+        await page.wait_for_function(f"{value} === 'o-two'")
 
         ARTIFACTS.mkdir(exist_ok=True)
         await page.goto(f"{base}/dashboard/#overview")
+        await page.wait_for_function(f"{value} === ''")
         await page.wait_for_selector("#kpis .tile")
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         phone = await browser.new_page()
@@ -191,4 +198,11 @@ async def test_dashboard_refuses_a_bad_key(tmp_path: Path, kafka_broker: Any) ->
         await page.fill("#key-input", "jk_000000000000_" + "x" * 43)
         await page.click("#signin-form button[type=submit]")
         await page.wait_for_function("document.querySelector('#signin-error').textContent !== ''")
+        assert await page.is_visible("#signin")
+        # A good key that is not an ops key (an outlet's reads the catalog) is refused too.
+        await page.fill("#key-input", await gw.key("outlet:o-1"))
+        await page.click("#signin-form button[type=submit]")
+        await page.wait_for_function(
+            "document.querySelector('#signin-error').textContent.includes('ops')"
+        )
         assert await page.is_visible("#signin")

@@ -7,10 +7,14 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from starlette.requests import Request
 
 from jejaring_gateway.adapters.events import Filters
 from jejaring_gateway.api.docs import merge
-from jejaring_gateway.domain.access import Check, decide, is_slow, owner, segments
+from jejaring_gateway.api.errors import GatewayError
+from jejaring_gateway.api.proxy import _query
+from jejaring_gateway.config import GatewaySettings
+from jejaring_gateway.domain.access import Check, count_of, decide, is_slow, owner, segments
 from jejaring_gateway.domain.identity import (
     InvalidRole,
     Principal,
@@ -238,3 +242,23 @@ def test_a_supplier_leg_is_not_on_the_stream_of_an_outlet_sharing_the_suppliers_
     }
     assert not Filters.parse(None, "kopi-jaya", None).matches(leg)
     assert Filters.parse(None, "ubud", None).matches(leg)
+
+
+def test_counts_are_ascii_digits_of_sensible_length() -> None:
+    """`str.isdigit` takes "²", which `int` refuses: the gateway answered 500 to
+    `?limit=²` and `?replay=²`."""
+    assert count_of("42") == 42 and count_of("0") == 0
+    assert count_of("²") is None and count_of("٣") is None and count_of("-1") is None
+    assert count_of("9" * 5000) is None and count_of(None) is None and count_of("") is None
+    assert count_of("11", most=10) is None
+
+
+def test_a_page_size_in_unicode_digits_is_a_422_on_its_field() -> None:
+    settings = GatewaySettings(database_url="sqlite+aiosqlite://")
+    for raw, field in ((b"limit=%C2%B2", "limit"), (b"offset=" + b"1" * 20, "offset")):
+        request = Request({"type": "http", "query_string": raw, "headers": []})
+        with pytest.raises(GatewayError) as caught:
+            _query(request, settings, {})
+        assert (caught.value.status, caught.value.field) == (422, field)
+    capped = Request({"type": "http", "query_string": b"limit=500&x=1", "headers": []})
+    assert _query(capped, settings, {}) == f"limit={settings.max_page_size}&x=1"

@@ -64,6 +64,11 @@ async def test_outlet_register_change_and_events(
     ]
     missing = await client.get("/api/v1/outlets/nope/stock")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "outlet_not_found"
+    # A trailing slash is not redirected to the service's own address (through the
+    # gateway that would be an internal one): a JSON 404 like any unknown path.
+    slash = await client.get(f"/api/v1/outlets/{outlet}/", follow_redirects=False)
+    assert slash.status_code == 404 and "location" not in slash.headers
+    assert slash.json()["error"]["code"] == "not_found"
 
 
 async def test_same_pos_batch_three_times_counts_once(

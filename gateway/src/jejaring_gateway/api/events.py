@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..adapters.events import EventHub, Filters, sse, sse_comment, sse_notice
+from ..domain.access import count_of
 from .errors import GatewayError, error_response
 from .proxy import GatewayState, authenticate, request_id_of
 
@@ -34,10 +35,10 @@ async def event_stream(request: Request) -> Response:
             if outlet and outlet != principal.subject:
                 raise GatewayError(403, "not_your_outlet", "this key belongs to another outlet")
             outlet = principal.subject
-        replay_raw = q.get("replay", "0")
-        if not replay_raw.isdigit():
+        asked = count_of(q.get("replay", "0"))
+        if asked is None:
             raise GatewayError(422, "invalid", "replay must be a whole number", "replay")
-        replay = min(int(replay_raw), MAX_REPLAY)
+        replay = min(asked, MAX_REPLAY)
         filters = Filters.parse(q.get("type"), outlet, q.get("correlation_id"))
     except GatewayError as exc:
         return error_response(exc, rid)

@@ -216,10 +216,14 @@ def _query(request: Request, settings: GatewaySettings, force: dict[str, str]) -
     for name, value in items:
         if name in force:
             continue
-        if name in ("limit", "offset") and value.isdigit() and len(value) > 15:
-            raise GatewayError(422, "too_large", f"{name} is too large", name)
-        if name == "limit" and value.isdigit() and int(value) > settings.max_page_size:
-            value = str(settings.max_page_size)
+        if name in ("limit", "offset") and value.isdigit():
+            number = access.count_of(value)
+            if number is None:  # too long, or Unicode digits the services would refuse
+                raise GatewayError(
+                    422, "too_large" if value.isascii() else "invalid", f"bad {name}", name
+                )
+            if name == "limit" and number > settings.max_page_size:
+                value = str(settings.max_page_size)
         out.append((name, value))
     out.extend(force.items())
     return urlencode(out)
@@ -391,7 +395,7 @@ async def _forward(
     upload = access.is_upload(segs)
     limit = settings.max_upload_bytes if upload else settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if (access.count_of(declared) or 0) > limit:
         raise _too_large(limit)
     has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
     too_large: list[bool] = []

@@ -87,6 +87,16 @@ def owner(segs: list[str]) -> str | None:
     return OWNERS.get(segs[0].split(":", 1)[0])
 
 
+def count_of(text: str | None, *, most: int = 10**15) -> int | None:
+    """A whole number written in ASCII digits (at most `most`), else None. `str.isdigit`
+    alone also takes "²" and other Unicode digits, which `int` then refuses (a 500), and
+    a thousand-digit number trips Python's limit on converting long strings."""
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    value = int(text)
+    return value if value <= most else None
+
+
 def is_upload(segs: list[str]) -> bool:
     """CSV uploads get the larger body limit and are streamed through."""
     return bool(segs) and (segs[-1].endswith(":import") or segs[-1] == "opening-stock")

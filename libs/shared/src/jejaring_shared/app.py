@@ -168,6 +168,9 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
         description=definition.description,
         version="0.1.0",
         lifespan=freezing_gc(lifespan),
+        # A trailing slash is a 404 like any unknown path: Starlette's redirect would send
+        # the client, through the gateway, to the service's own (internal) address.
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     if settings.internal_token is not None:

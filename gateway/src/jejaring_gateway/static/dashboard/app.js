@@ -9,7 +9,7 @@ const I18N = {
     sign_in: "Masuk", sign_out: "Keluar",
     sign_in_help: "Tempel kunci API ops Anda. Kunci hanya disimpan di tab ini.",
     bad_key: "Kunci ditolak oleh gateway.", key_forbidden: "Kunci ini bukan kunci ops.",
-    requests_by_status: "Permintaan restok per status",
+    requests_by_status: "Permintaan restok per status (200 terbaru)",
     events_per_minute: "Peristiwa per menit (langsung)",
     heat_title: "Hari persediaan: gerai × barang pareto A",
     outlet: "Gerai", stock_levels: "Tingkat stok", restock_requests: "Permintaan restok",
@@ -29,7 +29,7 @@ const I18N = {
     sign_in: "Sign in", sign_out: "Sign out",
     sign_in_help: "Paste your ops API key. It is kept in this tab only.",
     bad_key: "The gateway refused this key.", key_forbidden: "This key is not an ops key.",
-    requests_by_status: "Restock requests by status",
+    requests_by_status: "Restock requests by status (latest 200)",
     events_per_minute: "Events per minute (live)",
     heat_title: "Days of cover: outlets × pareto A items",
     outlet: "Outlet", stock_levels: "Stock levels", restock_requests: "Restock requests",
@@ -82,7 +82,9 @@ async function api(path) {
 // ---------------------------------------------------------------- sign in / routing
 async function signIn(key) {
   state.key = key;
-  const probe = await api("/api/v1/products?limit=1");
+  // A read only ops and admin keys may make: an outlet's key reads the catalog too, and
+  // would sign in to a dashboard showing its own outlet's figures as the network's.
+  const probe = await api("/api/v1/rebalancing/plans?limit=1");
   if (probe.status === 401 || probe.status === 403) {
     state.key = "";
     $("#signin-error").textContent = probe.status === 401 ? t("bad_key") : t("key_forbidden");
@@ -119,6 +121,7 @@ function route() {
     show("overview");
     loadOverview();
   }
+  if (!hash.startsWith("#outlet/")) followOutlet("");
   if (!state.stream) startStream();
 }
 
@@ -252,8 +255,17 @@ async function loadOutlet(id) {
     ["sku", (r) => r.sku], ["quantity", (r) => r.quantity, "num"], ["received", (r) => r.received, "num"],
     ["status", (r) => r.status], ["created", (r) => (r.created_at || "").replace("T", " ").slice(0, 19)],
   ], reqs.body.requests || []) : `<p class="muted">${esc(t("na"))}</p>`;
+  followOutlet(id);
+}
+
+// An outlet page filters the live stream to that outlet, unless the user typed a filter of
+// their own; the filter it set follows to the next outlet page and is cleared on leaving.
+let autoOutlet = "";
+function followOutlet(id) {
   const f = $("#filter-outlet");
-  if (f && !f.value) { f.value = id; restartStream(); }
+  if (!f || (f.value && f.value !== autoOutlet) || f.value === id) return;
+  f.value = autoOutlet = id;
+  restartStream();
 }
 
 // ---------------------------------------------------------------- live events (SSE over fetch)
