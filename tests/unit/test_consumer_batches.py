@@ -294,3 +294,39 @@ async def test_a_handlers_own_timeout_is_not_a_handler_timeout(engine: AsyncEngi
     assert not isinstance(info.value, HandlerTimeout)
     assert _is_infrastructure(info.value)
     assert await _inbox(engine) == 0
+
+
+async def test_a_handler_over_its_time_in_a_batch_goes_to_one_message_at_a_time_at_once(
+    engine: AsyncEngine,
+) -> None:
+    """A handler cut off by its time limit held the write lock (SQLite) all that time:
+    after the whole fetch is cut off, each partition's messages go one at a time, not
+    through a batch of the partition first (which would hold the lock that long again)."""
+    apply = probe.make_handler()
+    slow_runs: list[int] = []
+
+    async def slow_on_b1(uow: Any, envelope: Envelope, payload: Any) -> None:
+        if payload.key == "b" and payload.seq == 1:
+            slow_runs.append(1)
+            await asyncio.sleep(5)
+        await apply(uow, envelope, payload)
+
+    batch = _batch({0: ["a", "a"], 1: ["b", "b", "b"]})
+    runner = _runner(engine, list(batch), slow_on_b1, handler_timeout_s=0.05)
+    dead: list[str] = []
+
+    async def dead_letter(msg: Any, reason: str, detail: str) -> None:
+        dead.append(f"{msg.partition}@{msg.offset}:{reason}")
+
+    runner._dead_letter = dead_letter  # type: ignore[method-assign]  # no broker here
+    await runner._process_batch(_Consumer(), batch)
+    # Once in the fetch's batch, once alone (its one attempt): not a third time in a
+    # batch of partition 1.
+    assert len(slow_runs) == 2
+    assert dead == ["1@101:handler_failed"]
+    assert sorted((k, s) for _, k, s, _ in await probe.effects(engine)) == [
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+        ("b", 2),
+    ]

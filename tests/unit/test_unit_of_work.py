@@ -241,3 +241,19 @@ async def test_rows_queued_for_later_are_written_at_commit_in_order_or_not_at_al
         assert await conn.scalar(sa.text("SELECT count(*) FROM effects")) == 0  # not yet
         await uow.commit()
     assert [r[2] for r in await probe.effects(engine)] == [3, 1, 2]
+
+
+async def test_an_event_kafka_could_not_carry_is_refused_with_its_change(
+    engine: AsyncEngine,
+) -> None:
+    """An outbox row over Kafka's record size would stop the relay for good (every later
+    event waiting behind it): the commit refuses it, and the change goes with it."""
+    uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+    huge = probe.ThingHappened.model_construct(key="k" * (db_module.MAX_EVENT_BYTES + 1), seq=1)
+    with pytest.raises(db_module.EventTooLarge, match="over the 900,000"):
+        async with uows() as uow:
+            uow.session.add(probe.Effect(event_id="e", key="k", seq=1))
+            uow.publish(probe.ThingHappened(key="k", seq=0), key="k")
+            uow.publish(huge, key="k")
+            await uow.commit()
+    assert await outbox_rows(engine) == [] and await probe.effects(engine) == []

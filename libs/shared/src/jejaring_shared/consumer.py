@@ -74,7 +74,7 @@ class ConsumerRunner:
         max_attempts: int = 5,
         max_batch: int = 200,
         retry_backoff_s: float = 0.2,
-        handler_timeout_s: float = 30.0,
+        handler_timeout_s: float = 10.0,
         inbox_retention: timedelta = timedelta(days=14),
         after_db_commit: Callable[[Envelope], None] | None = None,
     ) -> None:
@@ -90,6 +90,7 @@ class ConsumerRunner:
         self._max_batch = max_batch
         self._retry_backoff_s = retry_backoff_s
         self._handler_timeout_s = handler_timeout_s
+        self._batch_timed_out = False  # the last batch attempt was cut off (HandlerTimeout)
         self._claim: Any = None
         """The inbox claim statement, built at first use (its INSERT is the dialect's)."""
         self._inbox_retention = inbox_retention
@@ -242,13 +243,18 @@ class ConsumerRunner:
         # transaction and a commit round trip per partition, one after the other, kept the
         # last partition's messages waiting for all the others'. Each partition's messages
         # stay in their order; partitions have no order between them.
+        self._batch_timed_out = False
         if len(mine) > 1 and await self._apply_together(together):
             self._progress += len(together)
             await self._commit_done(consumer, {tp: ms[-1].offset + 1 for tp, ms in mine.items()})
             return
         for tp, messages in mine.items():
             done: int | None = None
-            if len(messages) > 1 and await self._apply_together(messages):
+            if (
+                len(messages) > 1
+                and not self._batch_timed_out
+                and await self._apply_together(messages)
+            ):
                 self._progress += len(messages)
                 done = messages[-1].offset + 1
             else:
@@ -309,6 +315,9 @@ class ConsumerRunner:
                 raise
             except Exception as exc:
                 log.debug("consumer %s: batch of %d falls back: %r", self.group_id, len(todo), exc)
+                # A handler over its time held the write lock (SQLite) all that time: go to
+                # one message at a time at once, not through every smaller batch first.
+                self._batch_timed_out = isinstance(exc, HandlerTimeout)
                 return False
         per_message = (time.perf_counter() - started) / len(messages)
         for envelope in applied:
