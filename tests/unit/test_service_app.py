@@ -138,3 +138,46 @@ async def test_a_service_with_background_tasks_still_stops_its_relay_and_consume
     assert runtime.relay._stopping.is_set()
     assert all(r._stopping.is_set() for r in runtime.consumers)
     assert runtime.relay._task is not None and runtime.relay._task.done()
+
+
+async def test_readiness_reports_a_relay_failing_and_a_consumer_silent_for_long(
+    tmp_path: Path,
+) -> None:
+    """Kafka reachable and the database up are not enough: a relay failing every round (a
+    row the broker refuses, a bug) or a consumer no longer polling would leave events
+    unpublished or unapplied while the service said it was ready."""
+    app = create_service_app(
+        probe.definition(),
+        probe.settings(f"sqlite+aiosqlite:///{tmp_path}/p.db", "127.0.0.1:1"),
+    )
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
+        runtime: Runtime = app.state.runtime
+
+        async def kafka_up(_timeout_s: float) -> bool:
+            return True
+
+        runtime.relay.check_kafka = kafka_up  # type: ignore[method-assign]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            # Stopped, so their own loops (failing: Kafka is not there) set nothing meanwhile.
+            await runtime.relay.stop()
+            [consumer] = runtime.consumers
+            await consumer.stop()
+            consumer.last_poll = asyncio.get_running_loop().time()  # polled just now
+            runtime.relay.failing_since = None
+            resp = await client.get("/readyz")
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["checks"]["relay"] == "ok"
+
+            runtime.relay.failing_since = asyncio.get_running_loop().time() - 200
+            runtime.relay.last_error = "MessageSizeTooLargeError()"
+            resp = await client.get("/readyz")
+            assert resp.status_code == 503
+            relay = resp.json()["checks"]["relay"]
+            assert relay.startswith("failing for 2") and "MessageSizeTooLarge" in relay
+
+            runtime.relay.failing_since = None
+            consumer.last_poll -= 200
+            resp = await client.get("/readyz")
+            assert resp.status_code == 503
+            assert resp.json()["checks"]["consumers"][consumer.group_id]["polled_s_ago"] >= 200

@@ -257,6 +257,11 @@ class InternalCredential:
         await send({"type": "http.response.body", "body": _REFUSAL})
 
 
+STALL_S = 120.0
+"""A relay failing, or a consumer not polling, for this long makes the service not ready:
+each retries on its own with backoff (5 s at most), so this long means stuck."""
+
+
 def _ops_router(definition: ServiceDefinition) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -267,21 +272,36 @@ def _ops_router(definition: ServiceDefinition) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(runtime: Annotated[Runtime, Depends(get_runtime)]) -> JSONResponse:
-        """Readiness: database reachable, Kafka reachable; reports the outbox backlog."""
+        """Readiness: database reachable, Kafka reachable, the relay and every consumer
+        making progress (not failing or silent for `STALL_S`); reports the outbox backlog."""
         checks: dict[str, Any] = {}
         try:
-            async with read_connection(runtime.engine) as conn:
-                await asyncio.wait_for(conn.execute(sa.text("SELECT 1")), 2.0)
+            # The connection too: with PostgreSQL down, getting one waits for the pool.
+            async with asyncio.timeout(2.0), read_connection(runtime.engine) as conn:
+                await conn.execute(sa.text("SELECT 1"))
             checks["database"] = "ok"
             checks["outbox_backlog"] = await asyncio.wait_for(runtime.relay.backlog(), 2.0)
         except Exception as exc:
             checks["database"] = f"unavailable: {type(exc).__name__}"
         checks["kafka"] = "ok" if await runtime.relay.check_kafka(2.0) else "unavailable"
+        now = time.monotonic()
+        relay = runtime.relay
+        failing = None if relay.failing_since is None else now - relay.failing_since
+        checks["relay"] = (
+            "ok" if failing is None else f"failing for {failing:.0f} s: {relay.last_error}"
+        )
         checks["consumers"] = {
-            r.group_id: {"assigned": len(r.assigned), "connected": r.kafka_ok}
+            r.group_id: {
+                "assigned": len(r.assigned),
+                "connected": r.kafka_ok,
+                "polled_s_ago": round(now - r.last_poll, 1) if r.last_poll else None,
+            }
             for r in runtime.consumers
         }
-        ready = checks["database"] == "ok" and checks["kafka"] == "ok"
+        stalled = (failing is not None and failing > STALL_S) or any(
+            r.last_poll and now - r.last_poll > STALL_S for r in runtime.consumers
+        )
+        ready = checks["database"] == "ok" and checks["kafka"] == "ok" and not stalled
         return JSONResponse(
             status_code=200 if ready else 503,
             content={

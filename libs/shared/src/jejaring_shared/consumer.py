@@ -111,6 +111,7 @@ class ConsumerRunner:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.last_poll = time.monotonic()  # readiness counts a stall from the start
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
 
     async def stop(self, timeout_s: float = 5.0) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -72,6 +73,10 @@ class OutboxRelay:
         self._producer_lock = asyncio.Lock()
         self.kafka_ok = False
         """True after the last attempt to reach Kafka succeeded."""
+        self.failing_since: float | None = None
+        """Monotonic time of the first of the rounds failing in a row (None: the last
+        round went through); readiness reports a relay failing for long."""
+        self.last_error = ""
 
     def wake(self) -> None:
         """Called after a commit that wrote events: publish now rather than at the next poll."""
@@ -100,11 +105,15 @@ class OutboxRelay:
             try:
                 await self.publish_pending()
                 backoff = 0.1
+                self.failing_since = None
                 await self._idle()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.kafka_ok = False
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_error = repr(exc)[:200]
                 self._metrics.outbox_publish_errors.inc()
                 with contextlib.suppress(Exception):  # the database may be down too
                     self._metrics.outbox_backlog.set(await self.backlog())
