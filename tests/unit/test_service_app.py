@@ -153,7 +153,7 @@ async def test_readiness_reports_a_relay_failing_and_a_consumer_silent_for_long(
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
         runtime: Runtime = app.state.runtime
 
-        async def kafka_up(_timeout_s: float) -> bool:
+        async def kafka_up(timeout_s: float = 2.0) -> bool:
             return True
 
         runtime.relay.check_kafka = kafka_up  # type: ignore[method-assign]
