@@ -394,3 +394,12 @@ async def test_shutdown_with_broker_down_is_bounded(
     await manager.__aexit__(None, None, None)
     elapsed = time.monotonic() - started
     assert elapsed < 10, f"shutdown took {elapsed:.1f}s"
+    # Nothing of aiokafka's lives on (a producer's sender retrying for the whole outage).
+    await asyncio.sleep(0.1)
+    left = [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done()
+        and "aiokafka" in getattr(getattr(t.get_coro(), "cr_code", None), "co_filename", "")
+    ]
+    assert left == [], left

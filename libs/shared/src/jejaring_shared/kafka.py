@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from .settings import KafkaSettings
@@ -62,8 +62,32 @@ async def stop_bounded(client: object, timeout_s: float) -> None:
         await asyncio.wait_for(stop(), timeout_s)
     except (TimeoutError, asyncio.CancelledError):
         log.warning("kafka client did not stop within %.1fs; abandoned", timeout_s)
+        await _abandon(client)
     except Exception:
         log.warning("kafka client stop failed", exc_info=True)
+        await _abandon(client)
+
+
+async def _abandon(client: object) -> None:
+    """What aiokafka's stop() would have closed after the wait we cut short: a producer's
+    stop first waits for its pending batches, which an idempotent producer retries without
+    end while the broker is gone, and stop() cannot be called again (it marks itself
+    closed first). Left alone, the sender task and the connections live on, reconnecting
+    for the whole outage. Best effort, each step bounded (aiokafka's own attributes)."""
+    sender = getattr(client, "_sender", None)  # producer
+    task = getattr(sender, "sender_task", None)
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()
+    fail_all = getattr(getattr(client, "_message_accumulator", None), "fail_all", None)
+    if fail_all is not None:  # its pending batches: else stop()'s flush waits for ever
+        fail_all(KafkaConnectionError("producer abandoned while stopping"))
+    for name in ("_fetcher", "client", "_client"):  # consumer's fetcher; the clients
+        part = getattr(client, name, None)
+        close = getattr(part, "close", None)
+        if close is None:
+            continue
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(close(), 1.0)
 
 
 async def ensure_topics(kafka: KafkaSettings, topics: Iterable[str]) -> None:
