@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jejaring_shared import db as db_module
 from jejaring_shared import migrations
+from jejaring_shared import outbox as outbox_module
 from jejaring_shared.db import UnitOfWorkFactory, create_engine
 from jejaring_shared.metrics import BackboneMetrics
 from jejaring_shared.outbox import OutboxRelay
@@ -257,3 +258,43 @@ async def test_an_event_kafka_could_not_carry_is_refused_with_its_change(
             uow.publish(huge, key="k")
             await uow.commit()
     assert await outbox_rows(engine) == [] and await probe.effects(engine) == []
+
+
+async def test_pruning_deletes_old_published_rows_from_the_head_in_chunks(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Published rows past the retention go, a chunk per transaction, from the oldest id;
+    recent and pending rows stay; a head that is not old ends it without reading on."""
+    engine = create_engine(db_url)
+    try:
+        await migrations.upgrade(engine, "support.probe_migrations")
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DELETE FROM outbox"))
+        uows = UnitOfWorkFactory(engine, source="probe", registry=probe.REGISTRY)
+        async with uows() as uow:
+            for seq in range(8):
+                uow.publish(probe.ThingHappened(key="k", seq=seq), key="k")
+            await uow.commit()
+        async with engine.connect() as conn:
+            ids = (await conn.execute(sa.text("SELECT id FROM outbox ORDER BY id"))).scalars().all()
+        old = datetime(2020, 1, 1, tzinfo=UTC)
+        async with engine.begin() as conn:
+            for i, t in ((ids[j], old) for j in range(5)):
+                await conn.execute(
+                    sa.text("UPDATE outbox SET published_at = :t WHERE id = :i"), {"t": t, "i": i}
+                )
+            await conn.execute(
+                sa.text("UPDATE outbox SET published_at = :t WHERE id = :i"),
+                {"t": datetime.now(UTC), "i": ids[5]},
+            )
+        monkeypatch.setattr(outbox_module, "PRUNE_CHUNK", 2)
+        relay = OutboxRelay(engine, KafkaSettings(), name="probe", metrics=BackboneMetrics("probe"))
+        await relay._maybe_prune()
+        async with engine.connect() as conn:
+            left = (
+                (await conn.execute(sa.text("SELECT id FROM outbox ORDER BY id"))).scalars().all()
+            )
+        # The 5 old ones in chunks of 2; the recent one and the pending ones stay.
+        assert left == ids[5:]
+    finally:
+        await engine.dispose()

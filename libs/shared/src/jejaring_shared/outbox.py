@@ -39,6 +39,11 @@ _LEADER_CHECK_S = 0.5
 """How often the leader checks that its lock's connection is still there (at most)."""
 
 
+PRUNE_CHUNK = 1_000
+PRUNE_CHUNKS = 20
+"""Rows deleted per transaction, and transactions per pruning round (once a minute)."""
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -316,7 +321,17 @@ class OutboxRelay:
         if now - self._last_prune < 60:
             return
         self._last_prune = now
-        async with write_lock(self._engine), self._engine.begin() as conn:
-            await conn.execute(
-                sa.delete(_OUTBOX).where(_T.published_at < utcnow() - self._retention)
-            )
+        cutoff = utcnow() - self._retention
+        # Only the oldest rows by id are looked at, a chunk at a time, each chunk its own
+        # short transaction: published_at has no index (only pending rows have one), so a
+        # plain DELETE .. WHERE published_at < cutoff read the whole table every minute,
+        # on SQLite holding the write lock. Rows are published in id order, so the old
+        # ones are at the head; a head that is not old ends the pruning at once.
+        for _ in range(PRUNE_CHUNKS):
+            head = sa.select(_T.id).order_by(_T.id).limit(PRUNE_CHUNK)
+            async with write_lock(self._engine), self._engine.begin() as conn:
+                done = await conn.execute(
+                    sa.delete(_OUTBOX).where(_T.id.in_(head), _T.published_at < cutoff)
+                )
+            if done.rowcount < PRUNE_CHUNK:
+                return
