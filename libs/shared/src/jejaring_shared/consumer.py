@@ -180,8 +180,8 @@ class ConsumerRunner:
                         await self._process_batch(consumer, batch)
                 elif await self._stalled(consumer):
                     raise RuntimeError("no progress while messages are waiting; restarting")
-                else:
-                    await self._maybe_prune_inbox()
+                # Busy or idle (a consumer under steady load never polls empty).
+                await self._maybe_prune_inbox()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -203,15 +203,20 @@ class ConsumerRunner:
             return
         self._last_prune = now
         cutoff = utcnow() - self._inbox_retention
-        async with self._uows() as uow:
-            conn = await uow.session.connection()
-            await conn.execute(
-                sa.delete(InboxRecord).where(
-                    col(InboxRecord.consumer_group) == self.group_id,
-                    col(InboxRecord.applied_at) < cutoff,
+        try:
+            async with self._uows() as uow:
+                conn = await uow.session.connection()
+                await conn.execute(
+                    sa.delete(InboxRecord).where(
+                        col(InboxRecord.consumer_group) == self.group_id,
+                        col(InboxRecord.applied_at) < cutoff,
+                    )
                 )
-            )
-            await uow.commit()
+                await uow.commit()
+        except Exception:
+            # Housekeeping: the database blinking here must not rebuild the consumer (a
+            # rebalance of its whole group); next time will do.
+            log.warning("consumer %s: pruning the inbox failed", self.group_id, exc_info=True)
 
     async def _stalled(self, consumer: AIOKafkaConsumer) -> bool:
         """Watchdog: after a whole-cluster restart a consumer may stop fetching without an
