@@ -195,6 +195,8 @@ async def test_an_ownership_check_transfer_cannot_answer_is_told_as_it_is(
         ),
         "l-odd": httpx.Response(200, json={"unexpected": True}),
         "rq-down": httpx.Response(503, json={"error": {"code": "database_unavailable"}}),
+        # The gateway's own internal credential refused: not the outlet key's fault.
+        "l-cred": httpx.Response(401, json={"error": {"code": "internal_credential_required"}}),
     }
     forwarded: list[str] = []
 
@@ -219,6 +221,7 @@ async def test_an_ownership_check_transfer_cannot_answer_is_told_as_it_is(
                 "/api/v1/transfers/l-boom/receive",
                 "/api/v1/transfers/l-bad/dispatch",
                 "/api/v1/transfers/l-odd/dispatch",
+                "/api/v1/transfers/l-cred/dispatch",
                 "/api/v1/restock-requests/rq-down/cancel",
             ):
                 resp = await client.post(path, json={})
@@ -228,6 +231,7 @@ async def test_an_ownership_check_transfer_cannot_answer_is_told_as_it_is(
         "l-boom": (502, "bad_gateway"),
         "l-bad": (422, "invalid"),
         "l-odd": (403, "ownership_unverifiable"),
+        "l-cred": (502, "bad_gateway"),
         "rq-down": (503, "upstream_unavailable"),
     }
     assert forwarded == []  # nothing was done on an unchecked leg

@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jejaring_shared import migrations
-from jejaring_shared.consumer import ConsumerRunner, HandlerTimeout, _is_infrastructure
+from jejaring_shared.consumer import ConsumerRunner, HandlerTimeout, is_dependency_failure
 from jejaring_shared.contracts import Envelope
 from jejaring_shared.db import UnitOfWorkFactory, create_engine
 from jejaring_shared.metrics import BackboneMetrics
@@ -258,7 +258,7 @@ async def test_a_handler_over_its_time_is_a_handler_timeout_and_changes_nothing(
     assert envelope is not None
     with pytest.raises(HandlerTimeout):
         await runner._apply(envelope, payload)
-    assert not _is_infrastructure(HandlerTimeout("took too long"))
+    assert not is_dependency_failure(HandlerTimeout("took too long"))
     assert await probe.effects(engine) == [] and await _inbox(engine) == 0
 
     dead: list[str] = []
@@ -292,7 +292,7 @@ async def test_a_handlers_own_timeout_is_not_a_handler_timeout(engine: AsyncEngi
     with pytest.raises(TimeoutError) as info:
         await runner._apply(envelope, payload)
     assert not isinstance(info.value, HandlerTimeout)
-    assert _is_infrastructure(info.value)
+    assert is_dependency_failure(info.value)
     assert await _inbox(engine) == 0
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from jejaring_shared.consumer import ConsumerRunner, _is_infrastructure, _Poison
+from jejaring_shared.consumer import ConsumerRunner, _Poison, is_dependency_failure
 from jejaring_shared.contracts import Envelope
 from jejaring_shared.db import is_conflict
 from jejaring_shared.metrics import BackboneMetrics
@@ -78,10 +78,10 @@ def test_known_event_without_handler_is_ignored_not_dead_lettered() -> None:
 def test_dependency_failures_are_retried_not_dead_lettered() -> None:
     import sqlalchemy.exc as sa_exc
 
-    assert _is_infrastructure(ConnectionRefusedError())
-    assert _is_infrastructure(sa_exc.OperationalError("SELECT 1", {}, Exception("down")))
-    assert not _is_infrastructure(ValueError("bad data"))
-    assert not _is_infrastructure(sa_exc.IntegrityError("INSERT", {}, Exception("dup")))
+    assert is_dependency_failure(ConnectionRefusedError())
+    assert is_dependency_failure(sa_exc.OperationalError("SELECT 1", {}, Exception("down")))
+    assert not is_dependency_failure(ValueError("bad data"))
+    assert not is_dependency_failure(sa_exc.IntegrityError("INSERT", {}, Exception("dup")))
 
 
 def test_a_lost_race_is_retried_not_dead_lettered() -> None:

@@ -237,7 +237,7 @@ def test_a_supplier_leg_is_not_on_the_stream_of_an_outlet_sharing_the_suppliers_
     """Supplier and outlet ids share one pattern: supplier `kopi-jaya`'s legs to other
     outlets are not the business of an outlet called `kopi-jaya`."""
     leg = {
-        "type": "transfer.leg_assigned",
+        "type": "transfer.leg_received",  # a supplier leg's transition
         "payload": {"source_kind": "supplier", "source_id": "kopi-jaya", "outlet_id": "ubud"},
     }
     assert not Filters.parse(None, "kopi-jaya", None).matches(leg)

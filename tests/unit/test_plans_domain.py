@@ -302,7 +302,7 @@ def test_lines_that_no_longer_hold_at_approval_are_found_with_why() -> None:
     assert lapsed([("a", line("poor", 7))], snap, set()) == [("a", "product_changed")]
     odd = PlanLine(other, "outlet", "rich", None, "poor", 3, 0, None)
     assert lapsed([("a", odd)], snap, set()) == [("a", "product_changed")]
-    # rich can give 50 above its reorder point; a second line to another sku is its own.
+    # rich can give 50 above its reorder point; a source that holds none of it cannot.
     assert lapsed(
         [("a", line("poor", 10, "rich")), ("b", line("poor", 5, "nobody"))], snap, set()
     ) == [("b", "source_unavailable")]

@@ -163,21 +163,26 @@ async def test_readiness_reports_a_relay_failing_and_a_consumer_silent_for_long(
             await runtime.relay.stop()
             [consumer] = runtime.consumers
             await consumer.stop()
-            consumer.last_poll = asyncio.get_running_loop().time()  # polled just now
+            now = asyncio.get_running_loop().time()
+            consumer.last_poll = consumer.last_progress = now  # got through a fetch just now
             runtime.relay.failing_since = None
             resp = await client.get("/readyz")
             assert resp.status_code == 200, resp.text
             assert resp.json()["checks"]["relay"] == "ok"
 
             runtime.relay.failing_since = asyncio.get_running_loop().time() - 200
+            runtime.relay.failing_since -= 100  # past the 180 s
             runtime.relay.last_error = "MessageSizeTooLargeError()"
             resp = await client.get("/readyz")
             assert resp.status_code == 503
             relay = resp.json()["checks"]["relay"]
-            assert relay.startswith("failing for 2") and "MessageSizeTooLarge" in relay
+            assert relay.startswith("failing for 3") and "MessageSizeTooLarge" in relay
 
+            # A consumer that polls but fails the same fetch again and again (its dead
+            # letters cannot be sent, its commits fail) does not get through.
             runtime.relay.failing_since = None
-            consumer.last_poll -= 200
+            consumer.last_progress -= 300
             resp = await client.get("/readyz")
             assert resp.status_code == 503
-            assert resp.json()["checks"]["consumers"][consumer.group_id]["polled_s_ago"] >= 200
+            seen = resp.json()["checks"]["consumers"][consumer.group_id]
+            assert seen["progressed_s_ago"] >= 300 and seen["polled_s_ago"] < 5

@@ -53,21 +53,32 @@ async def test_a_leg_that_always_fails_is_held_off_and_the_legs_due_after_it_are
     monkeypatch.setattr(saga, "leg_failed", leg_failed)
     monkeypatch.setattr(driver, "PAGE", 2)
     settings = TransferSettings(database_url="sqlite+aiosqlite://")
-    holdoff = driver.Holdoff(first_s=60)
+    now = [0.0]
+    holdoff = driver.Holdoff(first_s=60, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger=driver.__name__):
         assert await driver.drive_once(runtime, settings, rematch=False, holdoff=holdoff) == 0
         assert tried == ["bad-1", "bad-2"]  # a page's worth of failures...
         assert await driver.drive_once(runtime, settings, rematch=False, holdoff=holdoff) == 1
         assert tried[2:] == ["good"]  # ...is read past, not retried at once
         assert due == ["bad-1", "bad-2"]
-        # Once their wait is over they are tried again, and logged again without the
-        # traceback (it was logged in full the first time).
-        holdoff = driver.Holdoff(first_s=0)
+        # Once their wait is over they are tried again, logged without the traceback (it
+        # was logged in full the first time), and then wait twice as long.
+        now[0] = 61
         await driver.drive_once(runtime, settings, rematch=False, holdoff=holdoff)
+        now[0] = 61 + 119
         await driver.drive_once(runtime, settings, rematch=False, holdoff=holdoff)
-    assert tried[3:] == ["bad-1", "bad-2", "bad-1", "bad-2"]
+    assert tried[3:] == ["bad-1", "bad-2"]
     failures = [r for r in caplog.records if "timing out leg bad-1" in r.getMessage()]
-    assert [bool(r.exc_info) for r in failures] == [True, True, False]
+    assert [bool(r.exc_info) for r in failures] == [True, False]
+
+
+def test_a_transient_failure_is_not_counted_against_the_row() -> None:
+    """The database down or a lost race is not the row's fault: it waits the first step
+    only, so the row comes due again soon after the database does."""
+    holdoff = driver.Holdoff(first_s=1, max_s=300)
+    for _ in range(5):
+        assert holdoff.failed("leg:a", 0, transient=True) == 0
+    assert holdoff.ready("leg:a", 1)
 
 
 def test_a_holdoff_doubles_up_to_its_limit_and_forgets_what_is_no_longer_due() -> None:

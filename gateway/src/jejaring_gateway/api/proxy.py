@@ -296,6 +296,8 @@ def _unverifiable(status: int, body: dict[str, Any] | None, what: str) -> Gatewa
     id) passes through; its failure is the gateway's 502/503, not a 403 that clients would
     take for a refusal and not retry. Anything else stays closed (403)."""
     error = (body or {}).get("error")
+    if status in (401, 403):  # the gateway's own credential refused: not the client's doing
+        return GatewayError(502, "bad_gateway", "the transfer service refused the gateway")
     if 400 <= status < 500 and isinstance(error, dict) and isinstance(error.get("code"), str):
         field = error.get("field")
         return GatewayError(
@@ -395,7 +397,9 @@ async def _forward(
     upload = access.is_upload(segs)
     limit = settings.max_upload_bytes if upload else settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if (access.count_of(declared) or 0) > limit:
+    size = access.count_of(declared)
+    digits = declared is not None and declared.isascii() and declared.isdigit()
+    if digits and (size is None or size > limit):  # None: more digits than any limit
         raise _too_large(limit)
     has_body = declared not in (None, "0") or "transfer-encoding" in request.headers
     too_large: list[bool] = []

@@ -257,9 +257,10 @@ class InternalCredential:
         await send({"type": "http.response.body", "body": _REFUSAL})
 
 
-STALL_S = 120.0
-"""A relay failing, or a consumer not polling, for this long makes the service not ready:
-each retries on its own with backoff (5 s at most), so this long means stuck."""
+STALL_S = 180.0
+"""A relay failing, or a consumer not getting through a fetch, for this long makes the
+service not ready: each retries on its own with backoff (5 s at most), and a message is
+tried at most 5 times before it is dead-lettered, so this long means stuck."""
 
 
 def _ops_router(definition: ServiceDefinition) -> APIRouter:
@@ -295,11 +296,12 @@ def _ops_router(definition: ServiceDefinition) -> APIRouter:
                 "assigned": len(r.assigned),
                 "connected": r.kafka_ok,
                 "polled_s_ago": round(now - r.last_poll, 1) if r.last_poll else None,
+                "progressed_s_ago": round(now - r.last_progress, 1) if r.last_progress else None,
             }
             for r in runtime.consumers
         }
         stalled = (failing is not None and failing > STALL_S) or any(
-            r.last_poll and now - r.last_poll > STALL_S for r in runtime.consumers
+            r.last_progress and now - r.last_progress > STALL_S for r in runtime.consumers
         )
         ready = checks["database"] == "ok" and checks["kafka"] == "ok" and not stalled
         return JSONResponse(

@@ -53,7 +53,7 @@ class _Poison(Exception):
         self.detail = detail
 
 
-def _is_infrastructure(exc: BaseException) -> bool:
+def is_dependency_failure(exc: BaseException) -> bool:
     """Failures of a dependency rather than of the message: retry, never dead-letter."""
     if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
         return bool(exc.connection_invalidated) or isinstance(exc, sa.exc.OperationalError)
@@ -74,7 +74,7 @@ class ConsumerRunner:
         max_attempts: int = 5,
         max_batch: int = 200,
         retry_backoff_s: float = 0.2,
-        handler_timeout_s: float = 10.0,
+        handler_timeout_s: float | None = None,
         inbox_retention: timedelta = timedelta(days=14),
         after_db_commit: Callable[[Envelope], None] | None = None,
     ) -> None:
@@ -89,7 +89,13 @@ class ConsumerRunner:
         self._max_attempts = max_attempts
         self._max_batch = max_batch
         self._retry_backoff_s = retry_backoff_s
-        self._handler_timeout_s = handler_timeout_s
+        # On SQLite a handler's unit of work holds the process's write lock, which other
+        # writers wait 30 s for: its limit must stay well under that. On PostgreSQL a
+        # handler may wait for a sku's matching lock held by a long plan approval, and
+        # nothing else waits on it: a handler cut off there would be dead-lettered.
+        engine = getattr(uow_factory, "engine", None)  # (decoding tests pass none)
+        sqlite = engine is None or engine.dialect.name == "sqlite"
+        self._handler_timeout_s = handler_timeout_s or (10.0 if sqlite else 30.0)
         self._batch_timed_out = False  # the last batch attempt was cut off (HandlerTimeout)
         self._claim: Any = None
         """The inbox claim statement, built at first use (its INSERT is the dialect's)."""
@@ -103,6 +109,10 @@ class ConsumerRunner:
         self._task: asyncio.Task[None] | None = None
         self.assigned: set[TopicPartition] = set()
         self.last_poll: float = 0.0
+        self.last_progress: float = 0.0
+        """When the loop last got through: a fetch applied and committed, or nothing to
+        fetch. A consumer failing the same fetch again and again still polls; it does not
+        progress (readiness watches this)."""
         self._progress = 0  # messages processed, for the stall watchdog
         self._watch: tuple[float, int] = (time.monotonic(), 0)
         self.stall_check_s = 15.0
@@ -111,7 +121,7 @@ class ConsumerRunner:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.last_poll = time.monotonic()  # readiness counts a stall from the start
+        self.last_poll = self.last_progress = time.monotonic()  # a stall counts from here
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
 
     async def stop(self, timeout_s: float = 5.0) -> None:
@@ -178,10 +188,14 @@ class ConsumerRunner:
                     in_batch = True
                     async with self._lock:  # a rebalance waits for the batch to be committed
                         await self._process_batch(consumer, batch)
+                    self.last_progress = time.monotonic()
                 elif await self._stalled(consumer):
                     raise RuntimeError("no progress while messages are waiting; restarting")
-                # Busy or idle (a consumer under steady load never polls empty).
-                await self._maybe_prune_inbox()
+                else:
+                    # Idle only: the delete reads the group's inbox (no index on its time),
+                    # which on SQLite holds the write lock; quiet hours come every day.
+                    self.last_progress = time.monotonic()
+                    await self._maybe_prune_inbox()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -367,7 +381,7 @@ class ConsumerRunner:
                 raise
             except Exception as exc:
                 self._metrics.failed.labels(self.group_id, envelope.type).inc()
-                if _is_infrastructure(exc):
+                if is_dependency_failure(exc):
                     if self._stopping.is_set():
                         raise  # leave uncommitted: redelivered after restart
                     log.warning("consumer %s: dependency down (%s); retrying", self.group_id, exc)

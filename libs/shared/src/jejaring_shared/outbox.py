@@ -40,8 +40,10 @@ _LEADER_CHECK_S = 0.5
 
 
 PRUNE_CHUNK = 1_000
-PRUNE_CHUNKS = 20
-"""Rows deleted per transaction, and transactions per pruning round (once a minute)."""
+PRUNE_BUDGET_S = 2.0
+"""Rows deleted per transaction, and how long a pruning round (once a minute) may go on
+taking full chunks: enough for thousands of events a second, the write lock free between
+chunks."""
 
 
 class OutboxRelay:
@@ -327,7 +329,8 @@ class OutboxRelay:
         # plain DELETE .. WHERE published_at < cutoff read the whole table every minute,
         # on SQLite holding the write lock. Rows are published in id order, so the old
         # ones are at the head; a head that is not old ends the pruning at once.
-        for _ in range(PRUNE_CHUNKS):
+        budget = now + PRUNE_BUDGET_S
+        while asyncio.get_running_loop().time() < budget:
             head = sa.select(_T.id).order_by(_T.id).limit(PRUNE_CHUNK)
             async with write_lock(self._engine), self._engine.begin() as conn:
                 done = await conn.execute(

@@ -114,7 +114,9 @@ function route() {
   const hash = location.hash || "#overview";
   if (hash.startsWith("#outlet/")) {
     show("outlet");
-    loadOutlet(decodeURIComponent(hash.slice(8)));
+    const id = decodeURIComponent(hash.slice(8));
+    followOutlet(id); // now, not after the page's reads (which may fail, or finish late)
+    loadOutlet(id);
   } else if (hash === "#events") {
     show("events");
   } else {
@@ -255,7 +257,6 @@ async function loadOutlet(id) {
     ["sku", (r) => r.sku], ["quantity", (r) => r.quantity, "num"], ["received", (r) => r.received, "num"],
     ["status", (r) => r.status], ["created", (r) => (r.created_at || "").replace("T", " ").slice(0, 19)],
   ], reqs.body.requests || []) : `<p class="muted">${esc(t("na"))}</p>`;
-  followOutlet(id);
 }
 
 // An outlet page filters the live stream to that outlet, unless the user typed a filter of

@@ -18,8 +18,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from jejaring_shared.app import Runtime
+from jejaring_shared.consumer import is_dependency_failure
 from jejaring_shared.contracts import utcnow
-from jejaring_shared.db import UnitOfWorkFactory
+from jejaring_shared.db import UnitOfWorkFactory, is_conflict
 from jejaring_shared.errors import ApiError
 
 from .. import saga
@@ -38,8 +39,14 @@ class Holdoff:
     handle) would otherwise log a traceback every round and, with a page's worth of others
     like it at the head of the deadline order, keep every row due after them waiting."""
 
-    def __init__(self, first_s: float = 1.0, max_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        first_s: float = 1.0,
+        max_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._first_s, self._max_s = first_s, max_s
+        self.clock = clock
         self._held: dict[str, tuple[float, int]] = {}  # key -> (not before, failures)
 
     def waiting(self, now: float) -> int:
@@ -49,11 +56,14 @@ class Holdoff:
         held = self._held.get(key)
         return held is None or held[0] <= now
 
-    def failed(self, key: str, now: float) -> int:
-        """Count a failure; returns how many in a row."""
+    def failed(self, key: str, now: float, *, transient: bool = False) -> int:
+        """Count a failure; returns how many in a row. A transient one (the database down,
+        a lost race) is not the row's fault: it waits `first_s` and does not count, so
+        the row comes due again soon after the database does."""
         _, failures = self._held.get(key, (0.0, 0))
-        failures += 1
-        wait = min(self._first_s * 2 ** (failures - 1), self._max_s)
+        if not transient:
+            failures += 1
+        wait = min(self._first_s * 2 ** max(failures - 1, 0), self._max_s)
         self._held[key] = (now + wait, failures)
         return failures
 
@@ -74,8 +84,12 @@ def _page(ids: list[str], kind: str, holdoff: Holdoff, now: float) -> list[str]:
     return [i for i in ids if holdoff.ready(f"{kind}:{i}", now)][:PAGE]
 
 
-def _failed(holdoff: Holdoff, kind: str, key: str, what: str) -> None:
-    failures = holdoff.failed(f"{kind}:{key}", time.monotonic())
+def _failed(holdoff: Holdoff, kind: str, key: str, what: str, exc: Exception) -> None:
+    transient = is_dependency_failure(exc) or is_conflict(exc)
+    failures = holdoff.failed(f"{kind}:{key}", holdoff.clock(), transient=transient)
+    if transient:
+        log.warning("transfer driver: %s %s: %r; trying again shortly", what, key, exc)
+        return
     # The traceback once; after that a line, so a row that always fails cannot flood the log.
     log.warning(
         "transfer driver: %s %s failed (%d in a row); held off before the next try",
@@ -97,7 +111,7 @@ async def drive_once(
     holdoff = holdoff if holdoff is not None else Holdoff()
     steps = 0
     now = utcnow()
-    clock = time.monotonic()
+    clock = holdoff.clock()
     extra = holdoff.waiting(clock)  # held rows may head the order: read past them
     async with runtime.uow() as uow:
         conn = await uow.session.connection()
@@ -117,8 +131,8 @@ async def drive_once(
                     steps += 1
                 await uow.commit()
             holdoff.succeeded(f"leg:{leg_id}")
-        except Exception:
-            _failed(holdoff, "leg", leg_id, "timing out leg")
+        except Exception as exc:
+            _failed(holdoff, "leg", leg_id, "timing out leg", exc)
     for request_id in _page(due_requests, "request", holdoff, clock):
         try:
             async with runtime.uow() as uow:
@@ -127,8 +141,8 @@ async def drive_once(
                 await uow.commit()
         except ApiError:
             continue  # closed meanwhile: not due next round
-        except Exception:
-            _failed(holdoff, "request", request_id, "expiring request")
+        except Exception as exc:
+            _failed(holdoff, "request", request_id, "expiring request", exc)
             continue
         holdoff.succeeded(f"request:{request_id}")
         steps += 1
