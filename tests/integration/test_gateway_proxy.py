@@ -235,3 +235,33 @@ async def test_an_ownership_check_transfer_cannot_answer_is_told_as_it_is(
         "rq-down": (503, "upstream_unavailable"),
     }
     assert forwarded == []  # nothing was done on an unchecked leg
+
+
+async def test_an_address_sending_unknown_keys_is_slowed_down(tmp_path: Path) -> None:
+    """Every unknown key costs a key-store read, and had no limit: past a burst of them,
+    the address gets 429 until it slows down (a known key is limited by its own id)."""
+    settings = GatewaySettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/gateway.db",
+        failed_key_rate_per_s=0.001,
+        failed_key_burst=3,
+    )
+    app = create_gateway(settings, transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+        _record, key = await app.state.gateway.keys.issue("ops", None, "test")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            got = []
+            for i in range(5):
+                resp = await client.get(
+                    "/api/v1/products", headers={"x-api-key": f"jk_{i:012d}_" + "x" * 43}
+                )
+                got.append((resp.status_code, resp.json()["error"]["code"]))
+            assert got == [(401, "invalid_api_key")] * 3 + [(429, "too_many_unknown_keys")] * 2
+            assert int(resp.headers["retry-after"]) >= 1
+            # Another address is not held up.
+            other = httpx.ASGITransport(
+                app=app, raise_app_exceptions=False, client=("10.0.0.9", 1234)
+            )
+            async with httpx.AsyncClient(transport=other, base_url="http://gw") as client2:
+                resp = await client2.get("/api/v1/products", headers={"x-api-key": key})
+                assert resp.status_code == 200, resp.text

@@ -50,6 +50,15 @@ class GatewaySettings(BaseSettings):
     )
     rate_per_s: float = Field(default=50.0, gt=0, description="Sustained requests/s per key")
     rate_burst: int = Field(default=100, ge=1, description="Requests a key may burst")
+    failed_key_rate_per_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Sustained unknown or revoked keys/s per client address (each costs a "
+        "key-store read); past it, 429 until the address slows down",
+    )
+    failed_key_burst: int = Field(
+        default=20, ge=1, description="Unknown or revoked keys a client address may burst"
+    )
     key_cache_s: float = Field(
         default=5.0, ge=0, description="How long a looked-up key is trusted (revocation delay)"
     )

@@ -83,6 +83,8 @@ class GatewayState:
     client: upstream.UpstreamClient
     keys: KeyStore
     limiter: RateLimiter
+    strangers: RateLimiter
+    """Unknown or revoked keys per client address."""
 
 
 def request_id_of(request: Request) -> str:
@@ -176,8 +178,21 @@ async def authenticate(request: Request, state: GatewayState) -> Principal:
             "send your API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
             headers={"www-authenticate": "Bearer"},
         )
+    # A client sending key after unknown key (guessing, or misconfigured) is slowed down
+    # before it costs a key-store read each: a known key is rate-limited by its id, an
+    # unknown one had no limit at all.
+    address = request.client.host if request.client else "-"
+    wait = state.strangers.peek(address)
+    if wait > 0:
+        raise GatewayError(
+            429,
+            "too_many_unknown_keys",
+            "too many unknown or revoked keys from this address; slow down",
+            headers={"retry-after": str(RateLimiter.retry_after(wait))},
+        )
     principal = await state.keys.authenticate(token)
     if principal is None:
+        state.strangers.take(address)
         raise GatewayError(
             401,
             "invalid_api_key",

@@ -34,6 +34,13 @@ class RateLimiter:
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self.rate
 
+    def peek(self, key: str) -> float:
+        """As `take`, without taking: 0 while a token is there."""
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     @staticmethod
     def retry_after(wait_s: float) -> int:
         """The Retry-After header value: whole seconds, at least 1."""

@@ -117,6 +117,7 @@ def create_app(
             client=client,
             keys=keys,
             limiter=RateLimiter(settings.rate_per_s, settings.rate_burst),
+            strangers=RateLimiter(settings.failed_key_rate_per_s, settings.failed_key_burst),
         )
         app.state.openapi = OpenApiCache()
         hub: EventHub | None = None
