@@ -399,3 +399,10 @@ async def test_a_second_plan_approved_for_the_same_shortage_is_refused_not_sent_
         # What is left to do with it: reject it.
         resp = await client.post(f"/api/v1/rebalancing/plans/{ids[1][0]}/reject")
         assert resp.status_code == 200 and resp.json()["status"] == "rejected", resp.text
+        # A plan proposed now sees what is coming: nothing to do. Approved whole, it is
+        # decided (it stayed "proposed").
+        resp = await client.post("/api/v1/rebalancing/plans", json={"skus": [sku]})
+        assert resp.status_code == 201 and resp.json()["lines"] == [], resp.text
+        empty = resp.json()["id"]
+        resp = await client.post(f"/api/v1/rebalancing/plans/{empty}/approve")
+        assert resp.status_code == 200 and resp.json()["status"] == "approved", resp.text

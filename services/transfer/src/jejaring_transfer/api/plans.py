@@ -407,6 +407,14 @@ async def _approve(
                 )
             await _finish(conn, plan, now)
             await uow.commit()
+        elif ids is None and not chosen and plan["status"] == "proposed":
+            # A plan with no lines, approved whole: decided, with nothing to open.
+            await conn.execute(
+                sa.update(rebalancing_plans)
+                .where(rebalancing_plans.c.id == plan_id)
+                .values(status="approved", updated_at=now)
+            )
+            await uow.commit()
         return await _plan_json(await uow.session.connection(), plan_id)
 
 
