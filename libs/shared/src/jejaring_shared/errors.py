@@ -99,6 +99,17 @@ def install_error_handlers(app: FastAPI) -> None:
             [ErrorDetail(code="database_unavailable", message="the database is not available")],
         )
 
+    @app.exception_handler(OSError)
+    async def _unreachable(_req: Request, exc: OSError) -> JSONResponse:
+        # Connecting to a database that is down: asyncpg raises the socket's own error
+        # (ConnectionRefusedError), which SQLAlchemy does not wrap in a DBAPIError. The
+        # database is the only thing a request reaches over the network.
+        log.warning("database unreachable: %r", exc)
+        return _body(
+            503,
+            [ErrorDetail(code="database_unavailable", message="the database is not available")],
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
