@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 
-.PHONY: setup system-deps run stop status test test-unit test-integration test-e2e test-browser \
+.PHONY: setup setup-run system-deps run-deps run stop status test test-unit test-integration test-e2e test-browser \
         lint format bench demo docs clean
 
 # --- set-up -------------------------------------------------------------------------------
@@ -25,11 +25,17 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml s
 system-deps:
 	@deploy/install-system-deps.sh
 
-setup: system-deps $(VENV)/.synced
+# What running the stack needs (on SQLite): no PostgreSQL server, no browser.
+run-deps:
+	@deploy/install-system-deps.sh --run
+
+setup-run: run-deps $(VENV)/.synced
 	@$(VENV)/bin/jejaring-dev kafka fetch >/dev/null
 
+setup: system-deps setup-run
+
 # --- run ----------------------------------------------------------------------------------
-run: setup
+run: setup-run
 	$(VENV)/bin/jejaring-dev run
 
 stop:
@@ -67,7 +73,7 @@ format: $(VENV)/.synced
 bench: setup
 	$(PY) -m bench.run
 
-demo: setup
+demo: setup-run
 	$(PY) -m demo run
 
 docs: $(VENV)/.synced

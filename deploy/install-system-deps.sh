@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Jejaring needs that a fresh machine may lack:
-# Java 17+ and Maven (to fetch and run the Kafka broker), PostgreSQL's server (tests) and
-# Chromium (the browser tests drive /usr/bin/chromium; no browser is ever downloaded).
+# Python's venv module (the project's own tools and environment), Java 17+ and Maven (to
+# fetch and run the Kafka broker), and, unless `--run` is given (what `make run` needs:
+# the stack on SQLite), PostgreSQL's server (tests, `--database postgresql`) and Chromium
+# (the browser tests drive /usr/bin/chromium; no browser is ever downloaded).
 # Installs only what is missing; as root it uses apt-get, otherwise it says what to install.
 set -euo pipefail
 
 missing=()
+"${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${JEJARING_PG_BINDIR:-}" ]; then
-  missing+=(postgresql)
+if [ "${1:-}" != "--run" ]; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${JEJARING_PG_BINDIR:-}" ]; then
+    missing+=(postgresql)
+  fi
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
 fi
-[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

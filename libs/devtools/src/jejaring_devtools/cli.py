@@ -236,7 +236,9 @@ def run(
         try:
             with console.status("starting Kafka, the services and the gateway..."):
                 stack.start()
-        except (StackError, KafkaError, PostgresError):
+        except (StackError, KafkaError, PostgresError, KeyboardInterrupt):
+            # Ctrl-C while starting too: what started runs in its own session and would
+            # be left running.
             stack.stop()
             raise
     table = Table(title=f"Jejaring is running ({time.monotonic() - started:.1f}s to ready)")
@@ -246,7 +248,8 @@ def run(
     table.add_row("gateway", f"{gw}/readyz  {gw}/docs")
     for service in SERVICES:
         url = stack.url(service)
-        table.add_row(service.name, f"{url}/readyz  {url}/metrics  {url}/docs")
+        # (A service's /docs needs the internal credential: the gateway's is the API's.)
+        table.add_row(service.name, f"{url}/readyz  {url}/metrics")
     table.add_row("event catalog", f"{stack.url(SERVICES[0])}/asyncapi.json")
     table.add_row("dashboard", f"{gw}/dashboard/")
     table.add_row("kafka", stack.broker.bootstrap_servers)

@@ -196,7 +196,8 @@ class Stack:
             time.sleep(0.5)
         raise StackError(f"not ready after {timeout:.0f}s: {state}")
 
-    def stop(self, timeout: float = 15) -> None:
+    def stop(self, timeout: float = 30) -> None:
+        # 30 s: a service's own shutdown is bounded at about 25 s with the broker gone.
         for service in (GATEWAY, *SERVICES):
             pid_file = self.run_dir / f"{service.name}.pid"
             pid = self._pid(service)
