@@ -492,3 +492,20 @@ async def test_a_reservation_with_a_key_that_is_no_column_is_refused() -> None:
     silently (`.values()` refused it), so it is refused before the database is asked."""
     with pytest.raises(ValueError, match="leg"):
         await repo.insert_reservation(None, {"leg": "lg-1", "quantity": 1})  # type: ignore[arg-type]
+
+
+async def test_opening_stock_at_or_below_its_reorder_point_is_low(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """An outlet opened with 5 of an item whose reorder point is 20 is short from the
+    start: stock.low must say so once, or auto-restock never hears of it."""
+    app, client = stock
+    outlet = await make_outlet(client)
+    resp = await client.post(
+        f"/api/v1/outlets/{outlet}/opening-stock",
+        content="sku,quantity,reorder_point\nberas,5,20\nteh,50,20\n",
+        headers={"content-type": "text/csv"},
+    )
+    assert resp.json()["created"] == 2, resp.text
+    assert "stock.low" in await types_for(app, outlet, "beras")
+    assert "stock.low" not in await types_for(app, outlet, "teh")
