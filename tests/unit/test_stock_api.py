@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -509,3 +509,22 @@ async def test_opening_stock_at_or_below_its_reorder_point_is_low(
     assert resp.json()["created"] == 2, resp.text
     assert "stock.low" in await types_for(app, outlet, "beras")
     assert "stock.low" not in await types_for(app, outlet, "teh")
+
+
+async def test_a_sale_stamped_in_local_time_is_kept_as_the_same_instant(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """POS clocks in Depok send +07:00. SQLite keeps a time's wall clock and drops its
+    offset: 03:00+07:00 was stored as 03:00 UTC, seven hours late and, for the daily
+    sales rate, on the next day."""
+    _app, client = stock
+    outlet = await make_outlet(client)
+    await receive(client, outlet, "beras", 10)
+    local = datetime.now(UTC).astimezone(timezone(timedelta(hours=7))) - timedelta(hours=1)
+    resp = await client.post(
+        f"/api/v1/outlets/{outlet}/sales", json={"lines": [sale("s-tz", "beras", 1, local)]}
+    )
+    assert resp.status_code == 200, resp.text
+    moves = (await client.get(f"/api/v1/outlets/{outlet}/movements?sku=beras")).json()
+    [sold] = [m for m in moves["movements"] if m["kind"] == "sale"]
+    assert datetime.fromisoformat(sold["occurred_at"]) == local

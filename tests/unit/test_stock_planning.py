@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -27,8 +26,9 @@ def test_pareto_classes() -> None:
 
 
 @pytest.fixture
-async def stock(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    settings = stock_settings(f"sqlite+aiosqlite:///{tmp_path}/s.db", velocity_interval_s=3600)
+async def stock(db_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    # Both databases: the days of sale are counted in SQL (UTC days on PostgreSQL too).
+    settings = stock_settings(db_url, velocity_interval_s=3600)
     async with running_stock(settings) as pair:
         yield pair
 

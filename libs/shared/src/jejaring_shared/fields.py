@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pydantic import AfterValidator
 
 
@@ -17,3 +19,14 @@ def unicode_text(value: str) -> str:
 
 Text = AfterValidator(unicode_text)
 """Put in `Annotated[str, ..., Text]` for every free-text field of a request body."""
+
+
+def in_utc(value: datetime) -> datetime:
+    """An aware time as UTC. SQLite keeps a time's wall clock and drops its offset, so
+    `03:00+07:00` stored as given reads back as 03:00 UTC, seven hours late (and on
+    another day for daily sales rates)."""
+    return value.astimezone(UTC)
+
+
+Utc = AfterValidator(in_utc)
+"""Put in `Annotated[AwareDatetime, Utc]` for every time a request body carries."""

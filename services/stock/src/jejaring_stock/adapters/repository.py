@@ -406,8 +406,11 @@ async def ledger_sums(
 
 
 async def daily_sales(conn: AsyncConnection, since: datetime) -> list[tuple[str, str, str, int]]:
-    """(outlet, sku, day as YYYY-MM-DD, units sold) since a time, by the time of sale."""
-    day = sa.func.date(_M.occurred_at)
+    """(outlet, sku, UTC day as YYYY-MM-DD, units sold) since a time, by the time of sale."""
+    # PostgreSQL's date() of a timestamptz follows the session's time zone, which nothing
+    # sets; SQLite holds UTC already (times are made UTC at the API).
+    pg = conn.dialect.name == "postgresql"
+    day = sa.func.date(sa.func.timezone("UTC", _M.occurred_at) if pg else _M.occurred_at)
     q = (
         sa.select(_M.outlet_id, _M.sku, day, -sa.func.sum(_M.quantity))
         .where(_M.kind == "sale", _M.occurred_at >= since)

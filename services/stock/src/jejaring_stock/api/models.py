@@ -8,7 +8,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from jejaring_shared.fields import Text
+from jejaring_shared.fields import Text, Utc
 
 from ..domain.model import SYSTEM_KEY_PREFIXES
 
@@ -30,6 +30,7 @@ Key = Annotated[
 ]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500), Text]
 Qty = Annotated[int, Field(gt=0, le=1_000_000)]
+UtcTime = Annotated[AwareDatetime, Utc]
 
 
 class Strict(BaseModel):
@@ -64,7 +65,7 @@ class SaleLine(TypedDict):
     idempotency_key: Key
     sku: Id
     quantity: Qty
-    sold_at: AwareDatetime
+    sold_at: UtcTime
 
 
 class SalesBatch(Strict):
@@ -78,7 +79,7 @@ class ReceiptIn(Strict):
     source: Literal["distribution_center", "supplier"]
     supplier_id: Id | None = None
     reference: Annotated[str, StringConstraints(max_length=100), Text] | None = None
-    received_at: AwareDatetime | None = None
+    received_at: UtcTime | None = None
 
 
 class AdjustmentIn(Strict):
@@ -88,7 +89,7 @@ class AdjustmentIn(Strict):
     sku: Id
     counted: int = Field(ge=0, le=10_000_000)
     reason: Reason
-    counted_at: AwareDatetime | None = None
+    counted_at: UtcTime | None = None
 
 
 class WriteOffIn(Strict):
@@ -97,7 +98,7 @@ class WriteOffIn(Strict):
     quantity: Qty
     reason: Literal["damaged", "expired"]
     note: Annotated[str, StringConstraints(max_length=400), Text] | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: UtcTime | None = None
 
 
 class ReturnIn(Strict):
@@ -107,7 +108,7 @@ class ReturnIn(Strict):
     sku: Id
     quantity: Qty
     reason: Reason
-    occurred_at: AwareDatetime | None = None
+    occurred_at: UtcTime | None = None
 
 
 class LevelSettings(Strict):
