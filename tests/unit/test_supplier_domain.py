@@ -192,3 +192,44 @@ async def test_a_delivery_to_a_name_that_resolves_inward_is_not_sent(
         # Local runs and tests opt in.
         out = await post(client, {**delivery, "url": "http://127.0.0.1:9/h"}, allow_private=True)
         assert out.ok
+
+
+async def test_a_receiver_that_dribbles_its_answer_is_cut_off_as_a_whole() -> None:
+    """httpx's timeout bounds each read, not the request: a receiver sending its answer a
+    byte at a time held the batch (and every other supplier's delivery) for ever."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from jejaring_supplier.adapters.webhook_sender import post
+
+    class Dribble(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                yield b"x"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Dribble())
+
+    delivery = {"id": "d1", "event": "e", "body": "{}", "secret": "s" * 16}
+    started = time.monotonic()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        out = await post(
+            client, {**delivery, "url": "http://127.0.0.1:9/h"}, allow_private=True, timeout_s=0.3
+        )
+    # The status came at once and the body is never read: delivered, without waiting.
+    assert out.ok and time.monotonic() - started < 1.0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200)
+
+    started = time.monotonic()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(slow)) as client:
+        out = await post(
+            client, {**delivery, "url": "http://127.0.0.1:9/h"}, allow_private=True, timeout_s=0.3
+        )
+    assert not out.ok and out.error == "no answer within 0.3 s"
+    assert time.monotonic() - started < 1.0

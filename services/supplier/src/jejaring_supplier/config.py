@@ -9,7 +9,12 @@ class SupplierSettings(ServiceSettings):
 
     database_url: str = "sqlite+aiosqlite:///.data/db/supplier.db"
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="Bound on one delivery")
-    webhook_max_attempts: int = Field(default=8, ge=1, description="Tries before giving up")
+    webhook_max_attempts: int = Field(
+        default=100,
+        ge=1,
+        description="Tries before giving up: with the default backoff about a day (8 in the "
+        "first 21 minutes, then one every 15), so a receiver down for hours still hears",
+    )
     webhook_backoff_base_s: float = Field(default=5.0, gt=0, description="Wait after 1st failure")
     webhook_backoff_max_s: float = Field(default=900.0, gt=0, description="Longest wait")
     webhook_poll_s: float = Field(default=0.5, gt=0, description="Sender poll when idle")

@@ -61,7 +61,26 @@ async def _refusal(url: str) -> str | None:
 
 
 async def post(
-    client: httpx.AsyncClient, delivery: dict[str, Any], *, allow_private: bool = False
+    client: httpx.AsyncClient,
+    delivery: dict[str, Any],
+    *,
+    allow_private: bool = False,
+    timeout_s: float = 5.0,
+) -> Outcome:
+    """One attempt, bounded as a whole by `timeout_s` (httpx's timeout bounds each read,
+    not the request: a receiver dribbling its answer held the batch, and every other
+    supplier's delivery with it). The answer's body is never read: its status is all."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _attempt(client, delivery, allow_private, started)
+    except TimeoutError:
+        elapsed = int((time.perf_counter() - started) * 1000)
+        return Outcome(False, None, f"no answer within {timeout_s:g} s", elapsed)
+
+
+async def _attempt(
+    client: httpx.AsyncClient, delivery: dict[str, Any], allow_private: bool, started: float
 ) -> Outcome:
     if not allow_private and (reason := await _refusal(delivery["url"])) is not None:
         # Not sent: counted as a failed attempt, so a name that points inward for a while
@@ -77,16 +96,16 @@ async def post(
         webhooks.TIMESTAMP_HEADER: timestamp,
         webhooks.SIGNATURE_HEADER: webhooks.sign(delivery["secret"] or "", timestamp, body),
     }
-    started = time.perf_counter()
     try:
-        resp = await client.post(delivery["url"], content=body, headers=headers)
+        async with client.stream("POST", delivery["url"], content=body, headers=headers) as resp:
+            status = resp.status_code
     except httpx.HTTPError as exc:
         elapsed = int((time.perf_counter() - started) * 1000)
         return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:500], elapsed)
     elapsed = int((time.perf_counter() - started) * 1000)
-    if 200 <= resp.status_code < 300:
-        return Outcome(True, resp.status_code, None, elapsed)
-    return Outcome(False, resp.status_code, f"HTTP {resp.status_code}", elapsed)
+    if 200 <= status < 300:
+        return Outcome(True, status, None, elapsed)
+    return Outcome(False, status, f"HTTP {status}", elapsed)
 
 
 async def _claim(uows: UnitOfWorkFactory, settings: SupplierSettings) -> list[dict[str, Any]]:
@@ -186,7 +205,8 @@ async def _send_and_record(
 ) -> None:
     allow = settings.webhook_allow_private
     outcomes = await asyncio.gather(
-        *(post(client, d, allow_private=allow) for d in due), return_exceptions=True
+        *(post(client, d, allow_private=allow, timeout_s=settings.webhook_timeout_s) for d in due),
+        return_exceptions=True,
     )
     for delivery, result in zip(due, outcomes, strict=True):
         # One delivery's unexpected error must not keep the others from being recorded.
