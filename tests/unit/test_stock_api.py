@@ -406,6 +406,12 @@ async def test_opening_stock_csv_reports_bad_rows_and_reruns_cleanly(
     ]
     second = (await client.post(url, content=text, headers=headers)).json()
     assert second["created"] == 0 and second["unchanged"] == 2
+    # Another quantity for a sku already opened is refused on its row, not "unchanged".
+    third = (await client.post(url, content="sku,quantity\nberas,10\n", headers=headers)).json()
+    assert (third["created"], third["unchanged"], third["rejected"]) == (0, 0, 1)
+    assert [(e["line"], e["field"], e["code"]) for e in third["errors"]] == [
+        (2, "quantity", "opening_exists")
+    ]
     beras = await level(client, outlet, "beras")
     assert beras["on_hand"] == 40 and beras["reorder_point"] == 10
     bad = await client.post(url, content="item,qty\nx,1\n", headers=headers)

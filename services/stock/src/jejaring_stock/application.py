@@ -670,6 +670,26 @@ async def import_opening_stock(
             )
         else:
             good[row.sku] = (line, row)
+    # A sku opened before with another quantity: the opening stands (counts and
+    # adjustments correct it), and the row says so instead of passing as "unchanged".
+    opened = await repo.quantities_by_key(
+        await txn.conn(), outlet_id, [f"{OPENING_KEY}{sku}" for sku in good]
+    )
+    for sku, (line, row) in list(good.items()):
+        before = opened.get(f"{OPENING_KEY}{sku}")
+        if before is not None and before != row.quantity:
+            del good[sku]
+            report.reject(
+                [
+                    RowError(
+                        line=line,
+                        field="quantity",
+                        code="opening_exists",
+                        reason=f"{sku} was opened with {before}; record a stock count to "
+                        "correct it",
+                    )
+                ]
+            )
     moves = [
         MoveIn(
             sku,

@@ -386,6 +386,18 @@ async def existing_keys(conn: AsyncConnection, outlet_id: str, keys: Sequence[st
     return {r[0] for r in await conn.execute(q)}
 
 
+async def quantities_by_key(
+    conn: AsyncConnection, outlet_id: str, keys: Sequence[str]
+) -> dict[str, int]:
+    """The quantity of each movement already recorded under one of these keys."""
+    if not keys:
+        return {}
+    q = sa.select(_M.idempotency_key, _M.quantity).where(
+        _M.outlet_id == outlet_id, _M.idempotency_key.in_(list(keys))
+    )
+    return {r[0]: int(r[1]) for r in await conn.execute(q)}
+
+
 async def list_movements(
     conn: AsyncConnection, outlet_id: str, *, sku: str | None, after_id: int, limit: int
 ) -> list[dict[str, Any]]:
