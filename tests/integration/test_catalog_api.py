@@ -318,3 +318,37 @@ async def test_a_create_racing_another_past_the_checks_is_a_conflict_not_an_outa
         assert error_of(taken) == (409, "duplicate_barcode", "barcode")
         monkeypatch.undo()
         assert [r[0] for r in await product_rows(app, "RACE-")] == ["RACE-1"]
+
+
+async def test_an_import_racing_a_create_is_a_conflict_and_an_export_imports_back(
+    db_url: str, kafka_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import that creates a sku another create committed after the import read (the
+    database's unique constraint catches it) is a 409 with nothing applied, not a 503;
+    and an export, retired products included, imports back as all unchanged."""
+    from jejaring_catalog.adapters import repository as catalog_repo
+
+    app = catalog_app(db_url, kafka_broker.bootstrap_servers)
+    async with running(app) as client:
+        base = {"name": "Kacang", "unit": "pack"}
+        for sku in ("IMP-1", "IMP-OLD"):
+            assert (
+                await client.post("/api/v1/products", json={"sku": sku, **base})
+            ).status_code == 201
+        assert (await client.post("/api/v1/products/IMP-OLD/retire")).status_code == 200
+        exported = (await client.get("/api/v1/products:export")).text
+        csv_headers = {"content-type": "text/csv"}
+        back = await client.post("/api/v1/products:import", content=exported, headers=csv_headers)
+        assert back.status_code == 200, back.text
+        report = back.json()
+        assert report["rejected"] == 0 and report["unchanged"] == report["rows"], report
+
+        async def none_yet(*_a: Any, **_k: Any) -> dict[str, Any]:
+            return {}  # as if the other create had not committed when the import looked
+
+        monkeypatch.setattr(catalog_repo, "products_by_sku", none_yet)
+        text = "sku,name,unit\nIMP-NEW,Baru,pack\nIMP-1,Kacang,pack\n"
+        resp = await client.post("/api/v1/products:import", content=text, headers=csv_headers)
+        assert error_of(resp) == (409, "import_conflict", None)
+        monkeypatch.undo()
+        assert [r[0] for r in await product_rows(app, "IMP-NEW")] == []

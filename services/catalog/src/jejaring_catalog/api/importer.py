@@ -12,9 +12,12 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from jejaring_shared.contracts import utcnow
 from jejaring_shared.csv_import import ImportReport, RowError, read_rows, validate_row
 from jejaring_shared.db import UnitOfWork
+from jejaring_shared.errors import ApiError
 
 from ..adapters import repository as repo
 from ..adapters.tables import categories, clusters
@@ -139,20 +142,32 @@ async def import_products(
                 report.created += 1
                 if not dry_run:
                     uow.publish(created_event(p.sku, state), key=p.sku)
+            elif {f: current[f] for f in STATE_FIELDS} == state:
+                # Retired ones too: an export (retired products included) imports back
+                # as all unchanged.
+                report.unchanged += 1
             elif current["status"] == "retired":
                 report.reject(
                     [_err(line, "sku", "product_retired", f"{p.sku!r} is retired; not changed")]
                 )
-            elif {f: current[f] for f in STATE_FIELDS} == state:
-                report.unchanged += 1
             else:
                 updates.append({"sku": p.sku, **state})
                 report.updated += 1
                 if not dry_run:
                     uow.publish(updated_event(p.sku, state), key=p.sku)
         if not dry_run:
-            await repo.insert_products(conn, inserts)
-            await repo.update_products(conn, updates, now)
+            try:
+                await repo.insert_products(conn, inserts)
+                await repo.update_products(conn, updates, now)
+            except IntegrityError:
+                # Another import or create took one of these skus or barcodes after the
+                # reads above (the database's unique constraints caught it).
+                raise ApiError(
+                    409,
+                    "import_conflict",
+                    "another import or change created a sku or barcode of this file "
+                    "meanwhile; nothing of it was applied: run it again",
+                ) from None
             await uow.commit()
     return report.finish()
 
