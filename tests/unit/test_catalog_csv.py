@@ -72,3 +72,13 @@ def test_too_many_rows_is_refused() -> None:
     with pytest.raises(ApiError) as caught:
         read_rows(text, columns=("sku", "name", "unit"), required=(), max_rows=10)
     assert caught.value.status == 413
+
+
+def test_a_quote_left_open_refuses_the_file_with_its_line() -> None:
+    """A broken quote made the reader take every later line into one cell (reported as
+    one malformed row, the rest of the file silently dropped): the file is refused."""
+    text = 'sku,name,unit\nA,Apple,pcs\nB,"Banana,pcs\n' + "C,Cake,pcs\n" * 500
+    with pytest.raises(ApiError) as caught:
+        read_rows(text, columns=("sku", "name", "unit"), required=(), max_rows=1000)
+    assert (caught.value.status, caught.value.code) == (400, "malformed_csv")
+    assert caught.value.message.startswith("line 3:")

@@ -72,9 +72,11 @@ def read_rows(
     """Rows as (line, {column: stripped cell}) with empty cells left out, plus row errors.
 
     The header must name known columns only (any order) and include `required`; a bad
-    header refuses the whole file (400), since no row could be read right.
+    header refuses the whole file (400), since no row could be read right, and so does a
+    broken quote anywhere (400 `malformed_csv` with its line): no row after it could be.
     """
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # Strict: a quote left open is an error, not the rest of the file read into one cell.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -99,8 +101,13 @@ def read_rows(
         except StopIteration:
             break
         except csv.Error as exc:
-            errors.append(RowError(line=line, code="malformed_row", reason=str(exc)))
-            break  # the reader cannot resynchronise after a broken quote
+            # The reader cannot find the rows after a broken quote: reporting this one row
+            # would silently drop every row after it. Nothing of the file is taken.
+            raise ApiError(
+                400,
+                "malformed_csv",
+                f"line {line}: {exc} (a quote left open?); nothing of the file was applied",
+            ) from None
         next_line = reader.line_num + 1
         if not cells or all(not c.strip() for c in cells):
             continue  # blank lines are not rows
