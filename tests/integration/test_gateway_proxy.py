@@ -258,6 +258,21 @@ async def test_an_address_sending_unknown_keys_is_slowed_down(tmp_path: Path) ->
                 got.append((resp.status_code, resp.json()["error"]["code"]))
             assert got == [(401, "invalid_api_key")] * 3 + [(429, "too_many_unknown_keys")] * 2
             assert int(resp.headers["retry-after"]) >= 1
+            # In parallel, too: each lookup takes its token before the key store is read,
+            # so a burst from a fresh address cannot all slip past before a failure counts.
+            fresh = httpx.ASGITransport(
+                app=app, raise_app_exceptions=False, client=("10.0.0.7", 1234)
+            )
+            async with httpx.AsyncClient(transport=fresh, base_url="http://gw") as client3:
+                burst = await asyncio.gather(
+                    *(
+                        client3.get(
+                            "/api/v1/products", headers={"x-api-key": f"jk_{i:012d}_" + "y" * 43}
+                        )
+                        for i in range(5)
+                    )
+                )
+            assert sorted(r.status_code for r in burst) == [401] * 3 + [429] * 2
             # Another address is not held up.
             other = httpx.ASGITransport(
                 app=app, raise_app_exceptions=False, client=("10.0.0.9", 1234)

@@ -82,3 +82,12 @@ def test_a_quote_left_open_refuses_the_file_with_its_line() -> None:
         read_rows(text, columns=("sku", "name", "unit"), required=(), max_rows=1000)
     assert (caught.value.status, caught.value.code) == (400, "malformed_csv")
     assert caught.value.message.startswith("line 3:")
+    # What spreadsheets and hand edits write still reads: a quoted word before more text.
+    rows, errors = read_rows(
+        'sku,name,unit\nA,"Indomie" Goreng,pcs\nB,Kacang 5" pack,pcs\n',
+        columns=("sku", "name", "unit"),
+        required=(),
+        max_rows=10,
+    )
+    assert [cells["name"] for _, cells in rows] == ["Indomie Goreng", 'Kacang 5" pack']
+    assert errors == []

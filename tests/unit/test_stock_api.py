@@ -513,8 +513,17 @@ async def test_opening_stock_at_or_below_its_reorder_point_is_low(
         headers={"content-type": "text/csv"},
     )
     assert resp.json()["created"] == 2, resp.text
-    assert "stock.low" in await types_for(app, outlet, "beras")
+    assert (await types_for(app, outlet, "beras")).count("stock.low") == 1
     assert "stock.low" not in await types_for(app, outlet, "teh")
+    # The other order: the reorder point pinned first, then the first stock, still low.
+    resp = await client.put(
+        f"/api/v1/outlets/{outlet}/stock/gula/settings", json={"reorder_point": 20}
+    )
+    assert resp.status_code == 200, resp.text
+    await receive(client, outlet, "gula", 5)
+    assert (await types_for(app, outlet, "gula")).count("stock.low") == 1
+    await receive(client, outlet, "gula", 1)  # still low: no second announcement
+    assert (await types_for(app, outlet, "gula")).count("stock.low") == 1
 
 
 async def test_a_sale_stamped_in_local_time_is_kept_as_the_same_instant(

@@ -181,8 +181,10 @@ async def authenticate(request: Request, state: GatewayState) -> Principal:
     # A client sending key after unknown key (guessing, or misconfigured) is slowed down
     # before it costs a key-store read each: a known key is rate-limited by its id, an
     # unknown one had no limit at all.
+    # Taken before the read (so requests in parallel cannot all pass before any failure
+    # is counted) and given back when the key is known.
     address = request.client.host if request.client else "-"
-    wait = state.strangers.peek(address)
+    wait = state.strangers.take(address)
     if wait > 0:
         raise GatewayError(
             429,
@@ -191,8 +193,9 @@ async def authenticate(request: Request, state: GatewayState) -> Principal:
             headers={"retry-after": str(RateLimiter.retry_after(wait))},
         )
     principal = await state.keys.authenticate(token)
-    if principal is None:
-        state.strangers.take(address)
+    if principal is not None:
+        state.strangers.give_back(address)
+    else:
         raise GatewayError(
             401,
             "invalid_api_key",

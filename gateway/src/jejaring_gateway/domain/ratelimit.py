@@ -34,12 +34,11 @@ class RateLimiter:
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self.rate
 
-    def peek(self, key: str) -> float:
-        """As `take`, without taking: 0 while a token is there."""
-        now = self.clock()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+    def give_back(self, key: str) -> None:
+        """Return the token a `take` took (it was not needed after all)."""
+        if key in self._buckets:
+            tokens, last = self._buckets[key]
+            self._buckets[key] = (min(self.burst, tokens + 1.0), last)
 
     @staticmethod
     def retry_after(wait_s: float) -> int:

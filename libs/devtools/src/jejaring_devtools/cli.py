@@ -262,6 +262,9 @@ def run(
             "more keys: jejaring-dev keys issue --role ops|outlet:<id>|supplier:<id>",
             highlight=False,
         )
+    except KeyboardInterrupt:
+        stack.stop()  # Ctrl-C while the key was being issued: what started stops
+        raise
     except Exception as exc:  # the stack runs without it; say why
         err_console.print(f"[yellow]could not issue the admin key:[/] {exc}", highlight=False)
     if detach:

@@ -75,8 +75,9 @@ def read_rows(
     header refuses the whole file (400), since no row could be read right, and so does a
     broken quote anywhere (400 `malformed_csv` with its line): no row after it could be.
     """
-    # Strict: a quote left open is an error, not the rest of the file read into one cell.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # Not strict: spreadsheets and hand edits write `"Indomie" Goreng`, which strict mode
+    # refuses. A quote left open shows as a row whose cell ran across lines (below).
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -113,6 +114,15 @@ def read_rows(
             continue  # blank lines are not rows
         if len(rows) + len(errors) >= max_rows:
             raise ApiError(413, "too_many_rows", f"the file has over {max_rows} rows")
+        if len(cells) != len(header) and any("\n" in c or "\r" in c for c in cells):
+            # A quote left open: the reader took the lines after it into this cell, and
+            # reporting one bad row would silently drop them. Nothing of the file is taken.
+            raise ApiError(
+                400,
+                "malformed_csv",
+                f"line {line}: a quote left open runs across lines; nothing of the file was "
+                "applied",
+            )
         if len(cells) != len(header):
             errors.append(
                 RowError(

@@ -99,12 +99,12 @@ def install_error_handlers(app: FastAPI) -> None:
             [ErrorDetail(code="database_unavailable", message="the database is not available")],
         )
 
-    @app.exception_handler(OSError)
-    async def _unreachable(_req: Request, exc: OSError) -> JSONResponse:
+    @app.exception_handler(ConnectionError)
+    async def _unreachable(_req: Request, exc: ConnectionError) -> JSONResponse:
         # Connecting to a database that is down: asyncpg raises the socket's own error
-        # (ConnectionRefusedError), which SQLAlchemy does not wrap in a DBAPIError. The
-        # database is the only thing a request reaches over the network.
-        log.warning("database unreachable: %r", exc)
+        # (ConnectionRefusedError), which SQLAlchemy does not wrap in a DBAPIError. Only
+        # connection errors: a missing file or a permission is a bug, a 500.
+        log.warning("database unreachable: %r", exc, exc_info=exc)
         return _body(
             503,
             [ErrorDetail(code="database_unavailable", message="the database is not available")],

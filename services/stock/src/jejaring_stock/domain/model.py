@@ -94,6 +94,11 @@ def crossing_events(level: Level, *, cover_limit_days: float) -> list[Payload]:
     events: list[Payload] = []
     o, s, avail = level.outlet_id, level.sku, level.available
 
+    if level.out_flag and 0 < avail <= level.reorder_point:
+        # Leaving "out" but still low (a new level's first stock, or a partial refill) is
+        # announced as low: a new level starts flagged low unannounced, and auto-restock
+        # hears of a shortage only through stock.low.
+        level.low_flag = False
     if avail <= level.reorder_point:
         if not level.low_flag:
             events.append(
