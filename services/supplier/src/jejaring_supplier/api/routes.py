@@ -468,11 +468,16 @@ async def get_settlement(
     )
 
 
+LOG_ATTEMPTS = 10
+"""Attempts shown per delivery in its log: the latest ones."""
+
+
 @router.get("/suppliers/{supplier_id}/webhook-deliveries")
 async def list_deliveries(
     supplier_id: SupplierId, uow: UoW, limit: Limit = 50, offset: Offset = 0
 ) -> Page[DeliveryOut]:
-    """The webhook delivery log: each delivery with every attempt made."""
+    """The webhook delivery log: each delivery with its last `LOG_ATTEMPTS` attempts
+    (`attempts` counts them all: a delivery is tried for about a day)."""
     async with uow:
         conn = await repo.conn_of(uow)
         await _supplier(conn, supplier_id)
@@ -487,7 +492,11 @@ async def list_deliveries(
         attempts = await repo.many(
             conn,
             sa.select(webhook_attempts)
-            .where(webhook_attempts.c.delivery_id.in_([r["id"] for r in rows]))
+            .join(webhook_deliveries, webhook_deliveries.c.id == webhook_attempts.c.delivery_id)
+            .where(
+                webhook_attempts.c.delivery_id.in_([r["id"] for r in rows]),
+                webhook_attempts.c.attempt > webhook_deliveries.c.attempts - LOG_ATTEMPTS,
+            )
             .order_by(webhook_attempts.c.attempt),
         )
     log: dict[str, list[AttemptOut]] = {}
