@@ -93,6 +93,20 @@ async def state(app: FastAPI) -> tuple[Any, ...]:
     return (tuple(lines), tuple(plans), requests, legs, outbox)
 
 
+async def rich_in_surplus(app: FastAPI, bs: str, rich: str, sku: str, *others: str) -> None:
+    """`rich` over its maximum of 40 (100 available), as transfer projects it, and the
+    product and outlets known: ready to plan."""
+    await emit(bs, (StockSurplus(outlet_id=rich, sku=sku, available=100, maximum=40), rich, None))
+
+    async def surplus_known() -> bool:
+        sql = "SELECT maximum FROM stock_view WHERE outlet_id = :o AND sku = :s"
+        return bool(await scalar(app, sql, o=rich, s=sku) == 40)
+
+    await wait_until(surplus_known, timeout=30, what="rich's maximum projected")
+    await projected(app, "products_view", 1, "sku", sku)
+    await outlets_known(app, rich, *others)
+
+
 def error(resp: httpx.Response, status: int, code: str, field: str | None) -> None:
     assert resp.status_code == status, resp.text
     assert resp.json()["error"]["code"] == code, resp.text
@@ -299,17 +313,7 @@ async def test_a_rejected_reservation_is_rematched_by_normal_matching(
             level(poor, sku, 0, 10),
         )
         await projected(app, "stock_view", 3, "sku", sku)
-        await emit(
-            bs, (StockSurplus(outlet_id=rich, sku=sku, available=100, maximum=40), rich, None)
-        )
-
-        async def surplus_known() -> bool:
-            sql = "SELECT maximum FROM stock_view WHERE outlet_id = :o AND sku = :s"
-            return bool(await scalar(app, sql, o=rich, s=sku) == 40)
-
-        await wait_until(surplus_known, timeout=30, what="rich's maximum projected")
-        await projected(app, "products_view", 1, "sku", sku)
-        await outlets_known(app, rich, mid, poor)
+        await rich_in_surplus(app, bs, rich, sku, mid, poor)
 
         resp = await client.post(
             "/api/v1/rebalancing/plans", json={"skus": [sku], "horizon_days": 3}
@@ -370,17 +374,7 @@ async def test_a_second_plan_approved_for_the_same_shortage_is_refused_not_sent_
             level(poor, sku, 0, 10),
         )
         await projected(app, "stock_view", 2, "sku", sku)
-        await emit(
-            bs, (StockSurplus(outlet_id=rich, sku=sku, available=100, maximum=40), rich, None)
-        )
-
-        async def surplus_known() -> bool:
-            sql = "SELECT maximum FROM stock_view WHERE outlet_id = :o AND sku = :s"
-            return bool(await scalar(app, sql, o=rich, s=sku) == 40)
-
-        await wait_until(surplus_known, timeout=30, what="rich's maximum projected")
-        await projected(app, "products_view", 1, "sku", sku)
-        await outlets_known(app, rich, poor)
+        await rich_in_surplus(app, bs, rich, sku, poor)
 
         ids = []
         for _ in range(2):
