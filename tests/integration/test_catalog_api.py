@@ -352,3 +352,32 @@ async def test_an_import_racing_a_create_is_a_conflict_and_an_export_imports_bac
         assert error_of(resp) == (409, "import_conflict", None)
         monkeypatch.undo()
         assert [r[0] for r in await product_rows(app, "IMP-NEW")] == []
+
+
+async def test_a_change_racing_a_retirement_waits_for_it_and_sees_it(
+    db_url: str, kafka_broker: Any
+) -> None:
+    """A PATCH (or an import) read the product unlocked: on PostgreSQL a retirement
+    committing meanwhile was missed, and `product_updated` followed `product_retired`,
+    which transfer's projection takes as the product being back. The read now holds the
+    row: the change waits for the retirement and is refused."""
+    import asyncio
+
+    app = catalog_app(db_url, kafka_broker.bootstrap_servers)
+    async with running(app) as client:
+        body = {"sku": "RET-1", "name": "Kacang", "unit": "pack"}
+        assert (await client.post("/api/v1/products", json=body)).status_code == 201
+        engine = app.state.runtime.engine
+        async with engine.connect() as other:
+            # Another transaction retiring it, not committed yet.
+            await other.execute(
+                sa.text("UPDATE products SET status = 'retired' WHERE sku = 'RET-1'")
+            )
+            patch = asyncio.create_task(
+                client.patch("/api/v1/products/RET-1", json={"name": "Kacang Baru"})
+            )
+            await asyncio.sleep(0.5)
+            assert not patch.done()  # waiting for the row (or, on SQLite, the write lock)
+            await other.commit()
+        resp = await patch
+        assert error_of(resp) == (409, "product_retired", "sku")

@@ -34,18 +34,24 @@ async def insert_code(conn: AsyncConnection, table: sa.Table, code: str, name: s
     await conn.execute(sa.insert(table).values(code=code, name=name, created_at=utcnow()))
 
 
-async def get_product(conn: AsyncConnection, sku: str) -> dict[str, Any] | None:
-    row = (await conn.execute(sa.select(products).where(products.c.sku == sku))).first()
+async def get_product(
+    conn: AsyncConnection, sku: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    """`lock`: the row is held until the transaction ends (PostgreSQL; SQLite's writers
+    take turns anyway), so a change decided on what was read cannot race a retirement."""
+    q = sa.select(products).where(products.c.sku == sku)
+    row = (await conn.execute(q.with_for_update() if lock else q)).first()
     return dict(row._mapping) if row else None
 
 
-async def products_by_sku(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, dict[str, Any]]:
-    wanted = list(skus)
+async def products_by_sku(
+    conn: AsyncConnection, skus: Iterable[str], *, lock: bool = False
+) -> dict[str, dict[str, Any]]:
+    wanted = sorted(set(skus))  # one lock order for every transaction
     out: dict[str, dict[str, Any]] = {}
     for i in range(0, len(wanted), CHUNK):
-        rows = await conn.execute(
-            sa.select(products).where(products.c.sku.in_(wanted[i : i + CHUNK]))
-        )
+        q = sa.select(products).where(products.c.sku.in_(wanted[i : i + CHUNK]))
+        rows = await conn.execute(q.order_by(products.c.sku).with_for_update() if lock else q)
         out.update({r.sku: dict(r._mapping) for r in rows})
     return out
 

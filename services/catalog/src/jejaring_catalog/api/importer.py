@@ -97,7 +97,8 @@ async def import_products(
         conn = await repo.conn_of(uow)
         cluster_codes = await repo.codes(conn, clusters)
         category_codes = await repo.codes(conn, categories)
-        existing = await repo.products_by_sku(conn, (p.sku for _, p in good))
+        # Locked: a retirement racing the import waits for it, or the import sees it.
+        existing = await repo.products_by_sku(conn, (p.sku for _, p in good), lock=True)
         owners = await repo.barcode_owners(conn, (p.barcode for _, p in good if p.barcode))
         now = utcnow()
         inserts: list[dict[str, Any]] = []

@@ -137,8 +137,8 @@ async def _check_refs(conn: AsyncConnection, fields: ProductFields, sku: str) ->
             raise ApiError(409, "duplicate_barcode", f"barcode belongs to {owner!r}", "barcode")
 
 
-async def _existing(conn: AsyncConnection, sku: str) -> dict[str, Any]:
-    current = await repo.get_product(conn, sku)
+async def _existing(conn: AsyncConnection, sku: str, *, lock: bool = False) -> dict[str, Any]:
+    current = await repo.get_product(conn, sku, lock=lock)
     if current is None:
         raise ApiError(404, "product_not_found", f"no product {sku!r}", "sku")
     return current
@@ -253,7 +253,8 @@ async def get_product(sku: str, uow: UoW) -> ProductOut:
 async def update_product(sku: str, body: ProductPatch, uow: UoW) -> ProductOut:
     async with uow:
         conn = await repo.conn_of(uow)
-        current = await _existing(conn, sku)
+        # Locked: a retirement racing this change waits for it, or this sees it.
+        current = await _existing(conn, sku, lock=True)
         if current["status"] == "retired":
             raise ApiError(409, "product_retired", f"{sku!r} is retired", "sku")
         merged = {f: current[f] for f in STATE_FIELDS}
@@ -288,7 +289,7 @@ async def retire_product(sku: str, uow: UoW) -> ProductOut:
     """Retire a product; retiring a retired product is a no-op (safe to retry)."""
     async with uow:
         conn = await repo.conn_of(uow)
-        current = await _existing(conn, sku)
+        current = await _existing(conn, sku, lock=True)
         if current["status"] == "retired":
             return _out(current)
         now = utcnow()
