@@ -184,11 +184,13 @@ async def outlet(s: Stack, oid: str, community: str, lat: float, lon: float) -> 
     )
 
 
-async def stock_in(s: Stack, oid: str, sku: str, qty: int, reorder_point: int) -> None:
+async def stock_in(
+    s: Stack, oid: str, sku: str, qty: int, reorder_point: int, *, auto_restock: bool = True
+) -> None:
     await ok(
         await s.stock.put(
             f"/api/v1/outlets/{oid}/stock/{sku}/settings",
-            json={"reorder_point": reorder_point, "maximum": 1000},
+            json={"reorder_point": reorder_point, "maximum": 1000, "auto_restock": auto_restock},
         )
     )
     if qty:
@@ -286,7 +288,9 @@ async def test_peer_with_surplus_reserves_dispatches_and_requester_receives(
         await outlet(s, dest, "c1", -6.20, 106.80)
         await outlet(s, donor, "c1", -6.21, 106.81)
         await outlet(s, far, "c2", -6.90, 107.60)
-        await stock_in(s, dest, sku, 2, 5)
+        # dest is short (2, reorder point 5): its stock.low would open an auto-restock
+        # request of its own; this test follows the one it asks for.
+        await stock_in(s, dest, sku, 2, 5, auto_restock=False)
         await stock_in(s, donor, sku, 100, 10)
         await stock_in(s, far, sku, 100, 10)
         await transfer_knows(

@@ -51,6 +51,11 @@ class StockLow(_OutletSku):
 
     available: int
     reorder_point: int = Field(ge=0)
+    auto_restock: bool | None = Field(
+        default=None,
+        description="The level's own auto-restock switch (ops' setting); null: not said, "
+        "the transfer service's default applies",
+    )
 
 
 @REGISTRY.register("stock.out", topic=STOCK_EVENTS)

@@ -102,7 +102,13 @@ def crossing_events(level: Level, *, cover_limit_days: float) -> list[Payload]:
     if avail <= level.reorder_point:
         if not level.low_flag:
             events.append(
-                StockLow(outlet_id=o, sku=s, available=avail, reorder_point=level.reorder_point)
+                StockLow(
+                    outlet_id=o,
+                    sku=s,
+                    available=avail,
+                    reorder_point=level.reorder_point,
+                    auto_restock=level.auto_restock,
+                )
             )
         level.low_flag = True
     else:
