@@ -125,9 +125,10 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
 
     async def low(ctx: saga.Ctx, p: StockLow) -> None:
         """Auto-restock: open a request up to the outlet's maximum (or twice its reorder
-        point), unless one is open already or auto-restock is off."""
-        wanted = getattr(p, "auto_restock", None)
-        if not (settings.auto_restock if wanted is None else wanted):
+        point), unless one is open already or auto-restock is off: for the whole network
+        (the service's setting) or for this level (its own switch, which the event
+        carries)."""
+        if not settings.auto_restock or p.auto_restock is False:
             return
         conn = await ctx.conn()
         outlet = await saga.one(
