@@ -724,12 +724,7 @@ def apply_settings(level: Level, values: dict[str, Any]) -> None:
     if "reorder_point" in values:
         level.rop_pinned = values["reorder_point"] is not None
         if values["reorder_point"] is not None:
-            before = level.reorder_point
             level.reorder_point = values["reorder_point"]
-            # A new threshold is a new crossing: a level not low under the old one (a new
-            # level opened with 5 when its reorder point is 20) is announced as low now,
-            # or auto-restock never hears of it. One already low under the old stays so.
-            level.low_flag = level.low_flag and level.available <= before
     if "maximum" in values:
         level.max_pinned = values["maximum"] is not None
         if values["maximum"] is not None:
