@@ -638,13 +638,16 @@ class OpeningRow(BaseModel):
     safety_stock: int | None = Field(default=None, ge=0)
 
 
-async def import_opening_stock(
-    txn: StockTxn, outlet_id: str, text: str, actor: str, *, max_rows: int = 20_000
-) -> ImportReport:
-    """Opening stock per sku from CSV (sku,quantity[,reorder_point,maximum,safety_stock]),
-    with the catalog's row-level report: every bad row with its line and reason, the good
-    rows taken. Each sku's opening is one movement keyed `opening:<sku>`, so a rerun takes
-    nothing twice (those rows count as unchanged)."""
+@dataclass
+class OpeningFile:
+    """An opening-stock CSV read and validated: its report so far and its good rows."""
+
+    report: ImportReport
+    good: dict[str, tuple[int, OpeningRow]]
+
+
+def parse_opening_stock(text: str, *, max_rows: int = 20_000) -> OpeningFile:
+    """Read and validate every row (pure CPU: the route runs it off the event loop)."""
     report = ImportReport()
     rows, errors = read_rows(
         text, columns=OPENING_COLUMNS, required=("sku", "quantity"), max_rows=max_rows
@@ -670,6 +673,17 @@ async def import_opening_stock(
             )
         else:
             good[row.sku] = (line, row)
+    return OpeningFile(report, good)
+
+
+async def import_opening_stock(
+    txn: StockTxn, outlet_id: str, parsed: OpeningFile, actor: str
+) -> ImportReport:
+    """Opening stock per sku from a parsed CSV (sku,quantity[,reorder_point,maximum,
+    safety_stock]), with the catalog's row-level report: every bad row with its line and
+    reason, the good rows taken. Each sku's opening is one movement keyed
+    `opening:<sku>`, so a rerun takes nothing twice (those rows count as unchanged)."""
+    report, good = parsed.report, dict(parsed.good)
     # A sku opened before with another quantity: the opening stands (counts and
     # adjustments correct it), and the row says so instead of passing as "unchanged".
     opened = await repo.quantities_by_key(

@@ -7,6 +7,7 @@ to the stored product changes nothing, so the same file can be imported again sa
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -92,7 +93,9 @@ async def import_products(
     uow: UnitOfWork, text: str, *, max_rows: int, dry_run: bool = False
 ) -> ImportReport:
     report = ImportReport(dry_run=dry_run)
-    good = _parse(text, max_rows, report)
+    # Validating up to max_rows rows is seconds of CPU: off the event loop, and before
+    # the transaction, which it would otherwise hold open.
+    good = await asyncio.to_thread(_parse, text, max_rows, report)
     async with uow:
         conn = await repo.conn_of(uow)
         cluster_codes = await repo.codes(conn, clusters)
