@@ -568,3 +568,46 @@ async def test_a_leg_transfer_calls_off_is_closed_and_the_supplier_told(
         # deadlines (t was accepted in time; transfer timed it out just after).
         rel = (await sup.get(f"/api/v1/suppliers/{sid}/reliability")).json()
         assert (rel["assigned"], rel["shipped"]) == (1, 1)
+
+
+async def test_a_legs_webhooks_arrive_in_order_though_the_first_is_retried(
+    db_url: str, private_broker: Any
+) -> None:
+    """A leg assigned and called off at once, to a receiver failing each delivery's first
+    two tries: the cancellation is not sent until the assignment it cancels got through
+    (else the supplier's system hears of a cancellation for an assignment it never had,
+    then takes the assignment as live)."""
+    bootstrap = private_broker.bootstrap_servers
+    receiver = Receiver(fail_first=2)
+    async with serving(receiver) as hook_url, running(supplier_app(db_url, bootstrap), "s") as sup:
+        reg = await sup.post(
+            "/api/v1/suppliers",
+            json={
+                "name": "Bu Rina Kerupuk",
+                "kind": "small_producer",
+                "webhook_url": hook_url,
+                "webhook_secret": SECRET,
+            },
+        )
+        sid = reg.json()["id"]
+        leg = leg_event("leg-o", sid, "KERUPUK", quantity=5)
+        off = called_off(leg, LegCancelled, "no longer needed")
+        await send_raw(
+            bootstrap, "transfer.events", [(e.key.encode(), e.to_bytes()) for e in (leg, off)]
+        )
+
+        async def both_delivered() -> list[Any]:
+            items = (await sup.get(f"/api/v1/suppliers/{sid}/webhook-deliveries")).json()["items"]
+            done = len(items) == 2 and all(i["status"] == "delivered" for i in items)
+            return items if done else []
+
+        await wait_until(both_delivered, what="both deliveries made")
+    tried = [(json.loads(raw)["type"], status) for _h, raw, status in receiver.requests]
+    assert tried == [
+        ("assignment.created", 500),
+        ("assignment.created", 500),
+        ("assignment.created", 200),
+        ("assignment.cancelled", 500),
+        ("assignment.cancelled", 500),
+        ("assignment.cancelled", 200),
+    ]

@@ -123,6 +123,7 @@ async def _tell_supplier(
         sa.insert(webhook_deliveries).values(
             id=delivery_id,
             supplier_id=supplier_id,
+            leg_id=assignment["leg_id"],
             event=kind,
             url=supplier["webhook_url"],
             body=webhook_body(delivery_id, envelope, kind, supplier_id, assignment, actions),

@@ -104,8 +104,11 @@ webhook_deliveries = sa.Table(
     sa.Column("last_error", sa.String(500), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("delivered_at", UtcDateTime, nullable=True),
+    # The assignment the delivery tells of: its deliveries go out one at a time, in order.
+    sa.Column("leg_id", sa.String(64), nullable=True),
     sa.Index("ix_webhook_due", "status", "next_attempt_at"),
     sa.Index("ix_webhook_supplier", "supplier_id", "created_at"),
+    sa.Index("ix_webhook_leg", "leg_id", "created_at"),
 )
 
 webhook_attempts = sa.Table(

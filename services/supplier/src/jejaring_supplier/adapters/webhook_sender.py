@@ -4,7 +4,8 @@ Deliveries are rows in `webhook_deliveries` (written with the assignment, in the
 transaction), so they survive a restart. The sender claims due rows by pushing their
 `next_attempt_at` past a lease (FOR UPDATE SKIP LOCKED on PostgreSQL, so replicas do not
 send the same row twice), posts them without holding a transaction, then records each
-attempt and schedules the next one with exponential backoff. A process that dies while
+attempt and schedules the next one with exponential backoff. One assignment's deliveries
+go out one at a time, in the order they were written. A process that dies while
 sending leaves the row to be tried again when the lease ends (at-least-once; receivers
 de-duplicate by the X-Jejaring-Delivery id).
 """
@@ -111,6 +112,15 @@ async def _attempt(
 async def _claim(uows: UnitOfWorkFactory, settings: SupplierSettings) -> list[dict[str, Any]]:
     now = utcnow()
     lease = now + timedelta(seconds=settings.webhook_timeout_s + 30)
+    # A leg's deliveries go out in the order they were written: its `assignment.cancelled`
+    # waits while its `assignment.created` is still being retried, so a supplier's system
+    # never hears of a cancellation before the assignment it cancels.
+    earlier = webhook_deliveries.alias("earlier")
+    waits_its_turn = sa.exists().where(
+        earlier.c.leg_id == webhook_deliveries.c.leg_id,
+        earlier.c.status == "pending",
+        earlier.c.created_at < webhook_deliveries.c.created_at,
+    )
     async with uows() as uow:
         conn = await repo.conn_of(uow)
         due = await repo.many(
@@ -127,6 +137,7 @@ async def _claim(uows: UnitOfWorkFactory, settings: SupplierSettings) -> list[di
             .where(
                 webhook_deliveries.c.status == "pending",
                 webhook_deliveries.c.next_attempt_at <= now,
+                ~waits_its_turn,
             )
             .order_by(webhook_deliveries.c.next_attempt_at)
             .limit(settings.webhook_batch)
