@@ -75,6 +75,47 @@ async def test_unknown_route_is_a_json_error(client: httpx.AsyncClient) -> None:
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize("url", ["/things%00", "/nope?key=a%00b", "/healthz?x=%00"])
+async def test_a_nul_in_the_url_is_refused_before_any_route(
+    client: httpx.AsyncClient, url: str
+) -> None:
+    """PostgreSQL stores no NUL in text: an id or filter carrying one failed in the
+    database, answered as an outage (503)."""
+    resp = await client.get(url)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid"
+
+
+async def test_a_value_the_database_refuses_is_the_requests_fault_not_an_outage() -> None:
+    """A DataError (a number past its column, say) is a 422: a 503 has clients retry it
+    for ever. Other database errors stay 503."""
+    from sqlalchemy.exc import DataError, OperationalError
+
+    from jejaring_shared.errors import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise DataError("INSERT ...", {}, Exception("integer out of range"))
+
+    @app.get("/down")
+    async def down() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        refused_resp, down_resp = await c.get("/refused"), await c.get("/down")
+    assert (refused_resp.status_code, refused_resp.json()["error"]["code"]) == (
+        422,
+        "unstorable_value",
+    )
+    assert (down_resp.status_code, down_resp.json()["error"]["code"]) == (
+        503,
+        "database_unavailable",
+    )
+
+
 @pytest.mark.parametrize("factory", [catalog_app, stock_app, transfer_app, supplier_app])
 async def test_each_service_starts_migrates_and_serves_its_catalog(
     factory: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -478,6 +478,14 @@ async def test_expired_reservation_stops_counting_at_once(
     await asyncio.sleep(3.2)
     lv = await level(client, outlet, "roti")
     assert (lv["reserved"], lv["available"]) == (0, 5)
+    # Listed, and filtered, as expired before the sweeper marks it so.
+    for status, legs in (("expired", ["E1"]), ("active", []), (None, ["E1"])):
+        listed = await client.get(
+            f"{base}/reservations", params={"status": status} if status else {}
+        )
+        assert [r["leg_id"] for r in listed.json()["reservations"]] == legs, status
+    bad = await client.get(f"{base}/reservations", params={"status": "gone"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "status"
     # Reserving releases the expired one in the same transaction, so all 5 can be taken.
     r = await client.post(
         f"{base}/reservations", json={"leg_id": "E2", "sku": "roti", "quantity": 5}
@@ -491,6 +499,28 @@ async def test_expired_reservation_stops_counting_at_once(
         if t == "stock.reservation_released"
     ]
     assert [(p["leg_id"], p["reason"]) for p in released] == [("E1", "expired")]
+
+
+async def test_planning_figures_past_any_shelf_are_refused_on_their_field(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """3,000,000,000 overflowed PostgreSQL's integer column (503, as if it were down) and
+    10**19 SQLite's (500); a CSV row so was no row error but the whole file's 503."""
+    _app, client = stock
+    outlet = await make_outlet(client)
+    for field in ("reorder_point", "maximum", "safety_stock"):
+        resp = await client.put(
+            f"/api/v1/outlets/{outlet}/stock/beras/settings", json={field: 3_000_000_000}
+        )
+        assert (resp.status_code, resp.json()["error"]["field"]) == (422, field)
+    resp = await client.post(
+        f"/api/v1/outlets/{outlet}/opening-stock",
+        content="sku,quantity,safety_stock\nberas,5,10000000000000000000\nteh,5,2\n",
+        headers={"content-type": "text/csv"},
+    )
+    report = resp.json()
+    assert (resp.status_code, report["created"]) == (200, 1), resp.text
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [(2, "safety_stock")]
 
 
 async def test_a_reservation_with_a_key_that_is_no_column_is_refused() -> None:

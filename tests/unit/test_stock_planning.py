@@ -40,6 +40,8 @@ async def test_rates_from_late_uploaded_sales_set_reorder_points_unless_pinned(
     outlet = await make_outlet(client)
     await receive(client, outlet, "beras", 500)
     await receive(client, outlet, "gula", 500)
+    await receive(client, outlet, "teh", 500)
+    await receive(client, outlet, "kopi", 5000)
     today = datetime.now(UTC).replace(hour=12)
     lines = [
         {
@@ -49,18 +51,36 @@ async def test_rates_from_late_uploaded_sales_set_reorder_points_unless_pinned(
             "sold_at": (today - timedelta(days=d)).isoformat(),
         }
         for d in range(1, 29)
-        for sku, qty in (("beras", 10), ("gula", 1))
+        for sku, qty in (("beras", 10), ("gula", 1), ("teh", 10))
     ]
+    # Today is not over: its sales are in no rate and no pareto class yet.
+    lines.append(
+        {
+            "idempotency_key": "kopi-today",
+            "sku": "kopi",
+            "quantity": 4000,
+            "sold_at": datetime.now(UTC).isoformat(),
+        }
+    )
     resp = await client.post(f"/api/v1/outlets/{outlet}/sales", json={"lines": lines})
-    assert resp.json()["accepted"] == 56
+    assert resp.json()["accepted"] == 85
     await client.put(f"/api/v1/outlets/{outlet}/stock/gula/settings", json={"reorder_point": 50})
+    # A lead time of 0 (supplied the same day) is ops' figure, not "use the default".
+    await client.put(f"/api/v1/outlets/{outlet}/stock/teh/settings", json={"lead_time_days": 0})
     assert (await client.post("/api/v1/velocity/refresh")).status_code == 200
     beras = await level(client, outlet, "beras")
     assert beras["daily_rate"] == 10.0
     assert beras["reorder_point"] == 20  # 10/day x 2 days lead time
     assert beras["maximum"] == 90
     assert beras["days_of_cover"] == round(220 / 10, 2)
+    teh = await level(client, outlet, "teh")
+    assert (teh["daily_rate"], teh["reorder_point"]) == (10.0, 0)
+    assert (await level(client, outlet, "kopi"))["daily_rate"] == 0.0
     gula = await level(client, outlet, "gula")
     assert gula["reorder_point"] == 50 and gula["reorder_point_pinned"]
     pareto = (await client.get("/api/v1/pareto")).json()
-    assert [(s["sku"], s["class"]) for s in pareto["skus"]][:2] == [("beras", "A"), ("gula", "B")]
+    assert [(s["sku"], s["class"]) for s in pareto["skus"]] == [
+        ("beras", "A"),
+        ("teh", "A"),
+        ("gula", "C"),
+    ]

@@ -173,6 +173,7 @@ def create_service_app(definition: ServiceDefinition, settings: ServiceSettings)
         redirect_slashes=False,
     )
     install_error_handlers(app)
+    app.add_middleware(RefuseNul)
     if settings.internal_token is not None:
         app.add_middleware(
             InternalCredential, token=settings.internal_token.get_secret_value().encode()
@@ -219,6 +220,39 @@ _REFUSAL = json.dumps(
         ],
     ).model_dump(mode="json")
 ).encode()
+
+
+_NUL_REFUSAL = json.dumps(
+    ErrorBody(
+        error=ErrorDetail(code="invalid", message="the URL may not contain a NUL character"),
+        details=[ErrorDetail(code="invalid", message="the URL may not contain a NUL character")],
+    ).model_dump(mode="json")
+).encode()
+
+
+class RefuseNul:
+    """Pure ASGI middleware: a NUL (%00) in the path or query is refused (400 `invalid`).
+    Ids and filters in URLs reach the database as text, and PostgreSQL cannot hold NUL in
+    text: the query failed as if the database were down (503)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(_NUL_REFUSAL)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _NUL_REFUSAL})
+            return
+        await self.app(scope, receive, send)
 
 
 class InternalCredential:

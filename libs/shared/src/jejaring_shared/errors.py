@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,23 @@ def install_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ] or [ErrorDetail(code="invalid", message="invalid request")]
         return _body(422, details)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_req: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the request carried (a number past its column's
+        # range, say) where the request's own checks let it through: the request's fault,
+        # not an outage, and the transaction rolled back. A 503 would have clients retry
+        # it for ever.
+        log.warning("database refused a value: %s", exc)
+        return _body(
+            422,
+            [
+                ErrorDetail(
+                    code="unstorable_value",
+                    message="a value of the request is out of what the database can store",
+                )
+            ],
+        )
 
     @app.exception_handler(DBAPIError)
     async def _database(_req: Request, exc: DBAPIError) -> JSONResponse:

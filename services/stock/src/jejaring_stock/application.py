@@ -36,6 +36,7 @@ from jejaring_shared.errors import ApiError
 
 from .adapters import repository as repo
 from .domain.model import (
+    MAX_LEVEL,
     OPENING_KEY,
     TRANSFER_IN_KEY,
     TRANSFER_OUT_KEY,
@@ -219,7 +220,9 @@ async def change_outlet(
     uow: UnitOfWork, outlet_id: str, changes: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
     conn = await uow.session.connection()
-    current = await require_outlet(conn, outlet_id)
+    # Locked: two changes at once on PostgreSQL each published the outlet as it read it,
+    # and the last one's event could undo the other's (a closed outlet announced active).
+    current = await require_outlet(conn, outlet_id, lock=True)
     updated = {**current, **changes, "updated_at": now}
     if updated != {**current, "updated_at": now}:
         await repo.update_outlet(conn, outlet_id, {**changes, "updated_at": now})
@@ -228,8 +231,10 @@ async def change_outlet(
     return current
 
 
-async def require_outlet(conn: AsyncConnection, outlet_id: str) -> dict[str, Any]:
-    outlet = await repo.get_outlet(conn, outlet_id)
+async def require_outlet(
+    conn: AsyncConnection, outlet_id: str, *, lock: bool = False
+) -> dict[str, Any]:
+    outlet = await repo.get_outlet(conn, outlet_id, lock=lock)
     if outlet is None:
         raise _no_outlet(outlet_id)
     return outlet
@@ -345,7 +350,10 @@ async def count_stock(
         return False, 0
     delta = counted - level.on_hand
     move = MoveIn(sku, MovementKind.ADJUSTMENT, delta, key, occurred_at, reason)
-    await record_movements(txn, outlet_id, [move], actor)
+    # The key may still be taken meanwhile (on PostgreSQL a count of another sku under
+    # the same key holds another level's lock): then nothing was recorded, and it says so.
+    if not (await record_movements(txn, outlet_id, [move], actor)).accepted:
+        return False, 0
     return True, delta
 
 
@@ -564,8 +572,11 @@ async def sales_by_day(
 ) -> tuple[list[str], dict[tuple[str, str], dict[str, int]]]:
     days = _days(now.date(), policy.velocity_window_days)
     since = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
+    # Complete days only: today's sales so far (and any dated ahead) are not in the window.
+    until = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
+    conn = await uow.session.connection()
     per: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for outlet_id, sku, day, units in await repo.daily_sales(await uow.session.connection(), since):
+    for outlet_id, sku, day, units in await repo.daily_sales(conn, since, until):
         per[(outlet_id, sku)][day] = units
     return days, per
 
@@ -579,30 +590,57 @@ async def refresh_velocity(uows: UnitOfWorkFactory, policy: Policy, now: datetim
     by_outlet: dict[str, list[str]] = defaultdict(list)
     for outlet_id, sku in keys:
         by_outlet[outlet_id].append(sku)
-    changed = 0
+    changed = failed = 0
     for outlet_id, skus in by_outlet.items():
-        async with uows() as uow:
-            txn = StockTxn(uow, policy, now)
-            for sku, level in (await txn.load(outlet_id, skus, create=False)).items():
-                sold = per.get((outlet_id, sku), {})
-                rate = smoothed_rate((sold.get(d, 0) for d in days), policy.velocity_alpha)
-                rop, maximum = derived_levels(
-                    rate,
-                    lead_time_days=level.lead_time_days or policy.default_lead_time_days,
-                    safety_stock=level.safety_stock,
-                    review_days=policy.review_days,
-                )
-                before = (level.velocity, level.reorder_point, level.maximum)
-                level.velocity = rate
-                if not level.rop_pinned:
-                    level.reorder_point = rop
-                if not level.max_pinned:
-                    level.maximum = max(maximum, level.reorder_point)
-                if (level.velocity, level.reorder_point, level.maximum) != before:
-                    txn.touch(level)
-                    changed += 1
-            await txn.finish()
-            await uow.commit()
+        try:
+            changed += await _refresh_outlet(uows, policy, now, outlet_id, skus, days, per)
+        except Exception:
+            # One outlet's failure (a value its columns cannot hold, say) must not leave
+            # every outlet after it unrefreshed, refresh after refresh.
+            failed += 1
+            if failed == 1:
+                log.exception("sales-rate refresh of outlet %s failed", outlet_id)
+    if failed:
+        log.warning("sales-rate refresh: %d outlet(s) failed and kept their figures", failed)
+    return changed
+
+
+async def _refresh_outlet(
+    uows: UnitOfWorkFactory,
+    policy: Policy,
+    now: datetime,
+    outlet_id: str,
+    skus: list[str],
+    days: list[str],
+    per: dict[tuple[str, str], dict[str, int]],
+) -> int:
+    changed = 0
+    async with uows() as uow:
+        txn = StockTxn(uow, policy, now)
+        for sku, level in (await txn.load(outlet_id, skus, create=False)).items():
+            sold = per.get((outlet_id, sku), {})
+            rate = smoothed_rate((sold.get(d, 0) for d in days), policy.velocity_alpha)
+            rop, maximum = derived_levels(
+                rate,
+                lead_time_days=(
+                    policy.default_lead_time_days
+                    if level.lead_time_days is None
+                    else level.lead_time_days  # 0 is ops' own figure: same-day supply
+                ),
+                safety_stock=level.safety_stock,
+                review_days=policy.review_days,
+            )
+            before = (level.velocity, level.reorder_point, level.maximum)
+            level.velocity = rate
+            if not level.rop_pinned:
+                level.reorder_point = rop
+            if not level.max_pinned:
+                level.maximum = max(maximum, level.reorder_point)
+            if (level.velocity, level.reorder_point, level.maximum) != before:
+                txn.touch(level)
+                changed += 1
+        await txn.finish()
+        await uow.commit()
     return changed
 
 
@@ -632,10 +670,10 @@ class OpeningRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
-    quantity: int = Field(ge=0, le=10_000_000)
-    reorder_point: int | None = Field(default=None, ge=0)
-    maximum: int | None = Field(default=None, ge=0)
-    safety_stock: int | None = Field(default=None, ge=0)
+    quantity: int = Field(ge=0, le=MAX_LEVEL)
+    reorder_point: int | None = Field(default=None, ge=0, le=MAX_LEVEL)
+    maximum: int | None = Field(default=None, ge=0, le=MAX_LEVEL)
+    safety_stock: int | None = Field(default=None, ge=0, le=MAX_LEVEL)
 
 
 @dataclass

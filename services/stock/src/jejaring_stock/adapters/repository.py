@@ -178,10 +178,13 @@ def level_from_row(row: Any) -> Level:
 # Statements of the reservation path (a command per leg), built once with bound
 # parameters: building a statement and its cache key cost more than running it.
 _OUTLET = sa.select(OUTLETS).where(OUTLETS.c.id == sa.bindparam("b_id"))
+_OUTLET_LOCKED = _OUTLET.with_for_update()
 
 
-async def get_outlet(conn: AsyncConnection, outlet_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(_OUTLET, {"b_id": outlet_id})).first()
+async def get_outlet(
+    conn: AsyncConnection, outlet_id: str, *, lock: bool = False
+) -> dict[str, Any] | None:
+    row = (await conn.execute(_OUTLET_LOCKED if lock else _OUTLET, {"b_id": outlet_id})).first()
     return dict(row._mapping) if row else None
 
 
@@ -417,15 +420,18 @@ async def ledger_sums(
     return {(r[0], r[1]): int(r[2]) for r in await conn.execute(q)}
 
 
-async def daily_sales(conn: AsyncConnection, since: datetime) -> list[tuple[str, str, str, int]]:
-    """(outlet, sku, UTC day as YYYY-MM-DD, units sold) since a time, by the time of sale."""
+async def daily_sales(
+    conn: AsyncConnection, since: datetime, until: datetime
+) -> list[tuple[str, str, str, int]]:
+    """(outlet, sku, UTC day as YYYY-MM-DD, units sold) in [since, until), by the time of
+    sale."""
     # PostgreSQL's date() of a timestamptz follows the session's time zone, which nothing
     # sets; SQLite holds UTC already (times are made UTC at the API).
     pg = conn.dialect.name == "postgresql"
     day = sa.func.date(sa.func.timezone("UTC", _M.occurred_at) if pg else _M.occurred_at)
     q = (
         sa.select(_M.outlet_id, _M.sku, day, -sa.func.sum(_M.quantity))
-        .where(_M.kind == "sale", _M.occurred_at >= since)
+        .where(_M.kind == "sale", _M.occurred_at >= since, _M.occurred_at < until)
         .group_by(_M.outlet_id, _M.sku, day)
     )
     return [(r[0], r[1], str(r[2]), int(r[3])) for r in await conn.execute(q)]
@@ -484,11 +490,11 @@ async def expired_level_keys(
 
 
 async def list_reservations(
-    conn: AsyncConnection, outlet_id: str, *, status: str | None
+    conn: AsyncConnection, outlet_id: str, *, statuses: Sequence[str] | None
 ) -> list[dict[str, Any]]:
     q = sa.select(RESERVATIONS).where(_R.outlet_id == outlet_id).order_by(_R.id)
-    if status:
-        q = q.where(_R.status == status)
+    if statuses:
+        q = q.where(_R.status.in_(statuses))
     return [dict(r._mapping) for r in await conn.execute(q)]
 
 

@@ -10,7 +10,7 @@ from typing_extensions import TypedDict
 
 from jejaring_shared.fields import Text, Utc
 
-from ..domain.model import SYSTEM_KEY_PREFIXES
+from ..domain.model import MAX_LEVEL, SYSTEM_KEY_PREFIXES
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 
@@ -87,7 +87,7 @@ class AdjustmentIn(Strict):
 
     idempotency_key: Key
     sku: Id
-    counted: int = Field(ge=0, le=10_000_000)
+    counted: int = Field(ge=0, le=MAX_LEVEL)
     reason: Reason
     counted_at: UtcTime | None = None
 
@@ -114,9 +114,9 @@ class ReturnIn(Strict):
 class LevelSettings(Strict):
     """Ops' planning values; a reorder point or maximum set here is pinned, null unpins."""
 
-    reorder_point: int | None = Field(default=None, ge=0)
-    maximum: int | None = Field(default=None, ge=0)
-    safety_stock: int | None = Field(default=None, ge=0)
+    reorder_point: int | None = Field(default=None, ge=0, le=MAX_LEVEL)
+    maximum: int | None = Field(default=None, ge=0, le=MAX_LEVEL)
+    safety_stock: int | None = Field(default=None, ge=0, le=MAX_LEVEL)
     auto_restock: bool | None = None
     lead_time_days: float | None = Field(default=None, ge=0, le=365)
 

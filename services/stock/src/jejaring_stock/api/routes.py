@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -416,17 +416,27 @@ async def post_reservation(
 
 
 @router.get("/outlets/{outlet_id}/reservations")
-async def list_reservations(outlet_id: Id, uow: UoW, status: str | None = None) -> dict[str, Any]:
+async def list_reservations(
+    outlet_id: Id,
+    uow: UoW,
+    status: Literal["active", "released", "expired", "dispatched"] | None = None,
+) -> dict[str, Any]:
+    # An active reservation past its expiry shows (and filters) as expired before the
+    # sweeper gets to it: both are read for either status, and filtered once relabelled.
+    read = [status] if status in ("released", "dispatched") else None
+    if status in ("active", "expired"):
+        read = ["active", "expired"]
     async with uow:
         conn = await uow.session.connection()
         await app.require_outlet(conn, outlet_id)
-        rows = await repo.list_reservations(conn, outlet_id, status=status)
+        rows = await repo.list_reservations(conn, outlet_id, statuses=read)
     now = utcnow()
     out = []
     for r in rows:
         if r["status"] == "active" and app.aware(r["expires_at"]) <= now:
             r = {**r, "status": "expired"}  # not swept yet, but no longer counting
-        out.append(_reservation_json(r))
+        if status is None or r["status"] == status:
+            out.append(_reservation_json(r))
     return {"reservations": out}
 
 

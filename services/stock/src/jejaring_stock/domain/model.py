@@ -39,6 +39,11 @@ class MovementKind(StrEnum):
     RETURN = "return"
 
 
+MAX_LEVEL = 10_000_000
+"""Most units a count, an opening or a planning figure may say: far above any outlet,
+and within every database's integer columns (a reorder point derived from it too)."""
+
+
 class OutletStatus(StrEnum):
     ACTIVE = "active"
     AT_RISK = "at_risk"
