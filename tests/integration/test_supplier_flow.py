@@ -191,6 +191,12 @@ async def test_supplier_offers_assignments_webhooks_and_events(
             "/api/v1/suppliers", json={"id": "sup_me", "name": "X", "kind": "small_producer"}
         )
         assert error_of(forged) == (422, "unknown_field", "id")
+        # PostgreSQL stores no NUL in text: refused on the field, not failed as an outage.
+        nul = await sup.post(
+            "/api/v1/suppliers", json={"name": "X\u0000", "kind": "small_producer"}
+        )
+        assert error_of(nul) == (422, "invalid", "name")
+        assert (await sup.get("/api/v1/suppliers/sup_x%00")).status_code == 400
 
         async def projected() -> bool:
             # Each product is its own key, so its own partition: no order between them.
@@ -223,6 +229,11 @@ async def test_supplier_offers_assignments_webhooks_and_events(
             ({**offer, "status": "active"}, (422, "unknown_field", "status")),
             ({**offer, "supplier_id": "other"}, (422, "unknown_field", "supplier_id")),
             ({**offer, "sku": "K" * 65}, (422, "too_long", "sku")),
+            ({**offer, "min_order": 501}, (422, "too_large", "min_order")),
+            (
+                {**offer, "valid_until": "0001-01-01T00:00:00+01:00"},
+                (422, "invalid", "valid_until"),
+            ),
         ]
         for bad_offer, expected in refusals:
             got = await sup.post(f"/api/v1/suppliers/{sid}/offers", json=bad_offer)

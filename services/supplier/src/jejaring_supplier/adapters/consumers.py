@@ -63,18 +63,19 @@ async def on_retired(uow: UnitOfWork, envelope: Envelope, payload: ProductRetire
             .where(catalog_products.c.sku == payload.sku)
             .values(status="retired", updated_at=envelope.occurred_at)
         )
-    active = await repo.many(
-        conn,
-        sa.select(offers.c.id, offers.c.supplier_id).where(
-            offers.c.sku == payload.sku, offers.c.status == "active"
-        ),
-    )
-    if active:
-        await conn.execute(
-            sa.update(offers)
-            .where(offers.c.id.in_([o["id"] for o in active]))
-            .values(status="withdrawn", withdrawn_at=envelope.occurred_at)
+    # One statement: an offer its supplier withdraws meanwhile is not announced twice.
+    active = (
+        (
+            await conn.execute(
+                sa.update(offers)
+                .where(offers.c.sku == payload.sku, offers.c.status == "active")
+                .values(status="withdrawn", withdrawn_at=envelope.occurred_at)
+                .returning(offers.c.id, offers.c.supplier_id)
+            )
         )
+        .mappings()
+        .all()
+    )
     for o in active:
         uow.publish(
             OfferWithdrawn(offer_id=o["id"], supplier_id=o["supplier_id"]),

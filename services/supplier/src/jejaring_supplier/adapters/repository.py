@@ -39,8 +39,13 @@ async def supplier(conn: AsyncConnection, supplier_id: str) -> dict[str, Any] | 
     return await one(conn, sa.select(suppliers).where(suppliers.c.id == supplier_id))
 
 
-async def product(conn: AsyncConnection, sku: str) -> dict[str, Any] | None:
-    return await one(conn, sa.select(catalog_products).where(catalog_products.c.sku == sku))
+async def product(
+    conn: AsyncConnection, sku: str, *, for_share: bool = False
+) -> dict[str, Any] | None:
+    stmt = sa.select(catalog_products).where(catalog_products.c.sku == sku)
+    if for_share:
+        stmt = stmt.with_for_update(read=True)  # FOR SHARE on PostgreSQL; SQLite serialises
+    return await one(conn, stmt)
 
 
 async def assignment(

@@ -172,19 +172,35 @@ async def get_supplier(supplier_id: SupplierId, uow: UoW) -> SupplierOut:
 async def publish_offer(supplier_id: SupplierId, body: OfferIn, uow: UoW) -> OfferOut:
     """Offer a quantity of a sku at a price; the sku must be an active catalog product."""
     now = utcnow()
+    if body.min_order > body.quantity:
+        # No order could ever be placed: transfer would skip the offer, silently.
+        raise ApiError(
+            422,
+            "too_large",
+            f"min_order {body.min_order} is more than the quantity offered ({body.quantity})",
+            "min_order",
+        )
     valid_until = body.valid_until
     if valid_until is not None:
         if valid_until.tzinfo is None:
             raise ApiError(
                 422, "timezone_required", "give valid_until with a UTC offset", "valid_until"
             )
-        valid_until = valid_until.astimezone(UTC)
+        try:
+            valid_until = valid_until.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+            raise ApiError(
+                422, "invalid", "valid_until is out of range once in UTC", "valid_until"
+            ) from None
         if valid_until <= now:
             raise ApiError(422, "in_the_past", "valid_until is in the past", "valid_until")
     async with uow:
         conn = await repo.conn_of(uow)
         await _supplier(conn, supplier_id)
-        product = await repo.product(conn, body.sku)
+        # Read for share: a retirement applied meanwhile waits for this offer and then
+        # withdraws it, or this offer waits and sees the sku retired. Unlocked, on
+        # PostgreSQL the retirement could miss the offer, which stayed active for good.
+        product = await repo.product(conn, body.sku, for_share=True)
         if product is None:
             raise ApiError(422, "unknown_sku", f"no product {body.sku!r} in the catalog", "sku")
         if product["status"] != "active":
@@ -258,13 +274,19 @@ async def withdraw_offer(
         if row["status"] == "withdrawn":
             return OfferOut.model_validate(row)
         now = utcnow()
-        await conn.execute(
+        # Only an active offer changes: two withdrawals at once (or one racing a
+        # retirement) both read it active, and each announced it withdrawn.
+        changed = await conn.execute(
             sa.update(offers)
-            .where(offers.c.id == offer_id)
+            .where(offers.c.id == offer_id, offers.c.status == "active")
             .values(status="withdrawn", withdrawn_at=now)
         )
-        uow.publish(OfferWithdrawn(offer_id=offer_id, supplier_id=supplier_id), key=supplier_id)
-        await uow.commit()
+        if changed.rowcount == 1:
+            uow.publish(OfferWithdrawn(offer_id=offer_id, supplier_id=supplier_id), key=supplier_id)
+            await uow.commit()
+        else:
+            row = await repo.one(conn, sa.select(offers).where(offers.c.id == offer_id)) or row
+            return OfferOut.model_validate(row)
     return OfferOut.model_validate({**row, "status": "withdrawn", "withdrawn_at": now})
 
 
