@@ -51,9 +51,11 @@ async def test_commit_writes_state_and_events_together(engine: AsyncEngine) -> N
     assert woken == [True]
 
 
-async def test_a_units_events_are_stored_in_the_order_published(db_url: str) -> None:
+@pytest.mark.parametrize("n", [40, db_module.OFF_LOOP_EVENTS + 5])
+async def test_a_units_events_are_stored_in_the_order_published(db_url: str, n: int) -> None:
     """On both databases (PostgreSQL writes them in one statement): the relay sends by id,
-    so ids must follow the order of publish(); bodies and times are stored as given."""
+    so ids must follow the order of publish(); bodies and times are stored as given. Also
+    for a bulk unit, whose events are serialised in a thread."""
     engine = create_engine(db_url)
     try:
         await migrations.upgrade(engine, "support.probe_migrations")
@@ -61,7 +63,7 @@ async def test_a_units_events_are_stored_in_the_order_published(db_url: str) -> 
         async with uows() as uow:
             sent = [
                 uow.publish(probe.ThingHappened(key=f"k{i % 3}", seq=i), key=f"k{i % 3}")
-                for i in range(40)
+                for i in range(n)
             ]
             await uow.commit()
         async with engine.connect() as conn:
@@ -74,7 +76,7 @@ async def test_a_units_events_are_stored_in_the_order_published(db_url: str) -> 
         await engine.dispose()
     assert [r[0] for r in rows] == [str(e.id) for e in sent]
     assert [r[1] for r in rows] == [e.key for e in sent]
-    assert [json.loads(r[2])["payload"]["seq"] for r in rows] == list(range(40))
+    assert [json.loads(r[2])["payload"]["seq"] for r in rows] == list(range(n))
     stored = rows[0][3] if isinstance(rows[0][3], datetime) else datetime.fromisoformat(rows[0][3])
     assert stored.replace(tzinfo=UTC) == sent[0].occurred_at.astimezone(UTC)
 
