@@ -87,8 +87,9 @@ async def test_a_nul_in_the_url_is_refused_before_any_route(
 
 async def test_a_value_the_database_refuses_is_the_requests_fault_not_an_outage() -> None:
     """A DataError (a number past its column, say) is a 422: a 503 has clients retry it
-    for ever. Other database errors stay 503."""
-    from sqlalchemy.exc import DataError, OperationalError
+    for ever. A unique key taken by a concurrent change (IntegrityError) is a 409. Other
+    database errors stay 503."""
+    from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
     from jejaring_shared.errors import install_error_handlers
 
@@ -103,9 +104,15 @@ async def test_a_value_the_database_refuses_is_the_requests_fault_not_an_outage(
     async def down() -> None:
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
+    @app.get("/raced")
+    async def raced() -> None:
+        raise IntegrityError("INSERT ...", {}, Exception("duplicate key value"))
+
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         refused_resp, down_resp = await c.get("/refused"), await c.get("/down")
+        raced_resp = await c.get("/raced")
+    assert (raced_resp.status_code, raced_resp.json()["error"]["code"]) == (409, "conflict")
     assert (refused_resp.status_code, refused_resp.json()["error"]["code"]) == (
         422,
         "unstorable_value",

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,23 @@ def install_error_handlers(app: FastAPI) -> None:
                 ErrorDetail(
                     code="unstorable_value",
                     message="a value of the request is out of what the database can store",
+                )
+            ],
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _conflict(_req: Request, exc: IntegrityError) -> JSONResponse:
+        # A unique key taken by a change committed at the same time, past the checks the
+        # route made before writing (the routes that expect a race say so themselves):
+        # nothing was written, and the request can be sent again.
+        log.warning("integrity error: %s", exc)
+        return _body(
+            409,
+            [
+                ErrorDetail(
+                    code="conflict",
+                    message="a change made at the same time conflicts with this one; "
+                    "nothing was written: send it again",
                 )
             ],
         )
