@@ -622,3 +622,41 @@ async def test_a_legs_webhooks_arrive_in_order_though_the_first_is_retried(
         ("assignment.cancelled", 500),
         ("assignment.cancelled", 200),
     ]
+
+
+async def test_an_offer_past_its_valid_until_shows_and_filters_as_expired(
+    db_url: str, private_broker: Any
+) -> None:
+    """Transfer stops matching an offer at its valid_until; the supplier's own list said
+    `active` for it still, for good."""
+    app = supplier_app(db_url, private_broker.bootstrap_servers)
+    async with running(app, "s") as sup:
+        async with app.state.runtime.engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO catalog_products (sku, name, unit, status, updated_at) "
+                    "VALUES ('TEMPE', 'Tempe', 'pcs', 'active', :now)"
+                ),
+                {"now": datetime.now(UTC)},
+            )
+        sid = (
+            await sup.post("/api/v1/suppliers", json={"name": "Pak Tono", "kind": "small_producer"})
+        ).json()["id"]
+        base = f"/api/v1/suppliers/{sid}/offers"
+        offer = {"sku": "TEMPE", "quantity": 40, "unit_price": 5_000, "lead_time_hours": 12}
+        soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+        short = (await sup.post(base, json={**offer, "valid_until": soon})).json()
+        lasting = (await sup.post(base, json=offer)).json()
+        assert short["status"] == lasting["status"] == "active"
+        await asyncio.sleep(1.2)
+
+        async def listed(status: str) -> list[tuple[str, str]]:
+            items = (await sup.get(base, params={"status": status})).json()["items"]
+            return sorted((i["id"], i["status"]) for i in items)
+
+        assert await listed("active") == [(lasting["id"], "active")]
+        assert await listed("expired") == [(short["id"], "expired")]
+        assert await listed("all") == sorted([(lasting["id"], "active"), (short["id"], "expired")])
+        withdrawn = await sup.post(f"{base}/{short['id']}/withdraw")
+        assert withdrawn.json()["status"] == "withdrawn"
+        assert await listed("expired") == []

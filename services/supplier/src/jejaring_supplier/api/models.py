@@ -3,8 +3,9 @@ statuses or the supplier (that is in the path)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -77,9 +78,20 @@ class OfferOut(BaseModel):
     lead_time_hours: int
     min_order: int
     valid_until: datetime | None
-    status: Literal["active", "withdrawn"]
+    status: Literal["active", "expired", "withdrawn"] = Field(
+        description="expired: active but past valid_until (transfer no longer matches it)"
+    )
     created_at: datetime
     withdrawn_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any], now: datetime) -> OfferOut:
+        """The stored row as shown at `now`: an active offer past its valid_until is
+        expired, as transfer sees it."""
+        until = row["valid_until"]
+        if row["status"] == "active" and until is not None and until <= now:
+            row = {**row, "status": "expired"}
+        return cls.model_validate(row)
 
 
 class DeclineIn(_In):

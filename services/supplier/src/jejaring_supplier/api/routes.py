@@ -233,20 +233,26 @@ async def publish_offer(supplier_id: SupplierId, body: OfferIn, uow: UoW) -> Off
             key=supplier_id,
         )
         await uow.commit()
-    return OfferOut.model_validate(row)
+    return OfferOut.of(row, utcnow())
 
 
 @router.get("/suppliers/{supplier_id}/offers")
 async def list_offers(
     supplier_id: SupplierId,
     uow: UoW,
-    status: Literal["active", "withdrawn", "all"] = "active",
+    status: Literal["active", "expired", "withdrawn", "all"] = "active",
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[OfferOut]:
+    now = utcnow()
     where: list[Any] = [offers.c.supplier_id == supplier_id]
     if status != "all":
-        where.append(offers.c.status == status)
+        where.append(offers.c.status == ("withdrawn" if status == "withdrawn" else "active"))
+    # Past valid_until an active offer is expired (transfer no longer matches it).
+    if status == "active":
+        where.append(sa.or_(offers.c.valid_until.is_(None), offers.c.valid_until > now))
+    elif status == "expired":
+        where.append(offers.c.valid_until <= now)
     async with uow:
         conn = await repo.conn_of(uow)
         await _supplier(conn, supplier_id)
@@ -254,7 +260,7 @@ async def list_offers(
             conn, offers, where, [offers.c.created_at.desc(), offers.c.id], limit, offset
         )
     return Page[OfferOut](
-        items=[OfferOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
+        items=[OfferOut.of(r, now) for r in rows], total=total, limit=limit, offset=offset
     )
 
 
@@ -272,7 +278,7 @@ async def withdraw_offer(
         if row is None:
             raise ApiError(404, "offer_not_found", f"no offer {offer_id!r}", "offer_id")
         if row["status"] == "withdrawn":
-            return OfferOut.model_validate(row)
+            return OfferOut.of(row, utcnow())
         now = utcnow()
         # Only an active offer changes: two withdrawals at once (or one racing a
         # retirement) both read it active, and each announced it withdrawn.
@@ -286,8 +292,8 @@ async def withdraw_offer(
             await uow.commit()
         else:
             row = await repo.one(conn, sa.select(offers).where(offers.c.id == offer_id)) or row
-            return OfferOut.model_validate(row)
-    return OfferOut.model_validate({**row, "status": "withdrawn", "withdrawn_at": now})
+            return OfferOut.of(row, utcnow())
+    return OfferOut.of({**row, "status": "withdrawn", "withdrawn_at": now}, now)
 
 
 # -- assignments --------------------------------------------------------------------------
