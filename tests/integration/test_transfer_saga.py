@@ -290,6 +290,13 @@ async def test_api_validation_and_unknown_ids(db_url: str, private_broker: Any) 
             assert resp.status_code == 422, resp.text
             assert resp.json()["error"]["code"] == "too_far"
             assert resp.json()["error"]["field"] == "needed_by"
+        # Before year 1 or past 9999 once in UTC: a 422 on the field, not a 500.
+        for edge in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00"):
+            resp = await client.post(
+                "/api/v1/restock-requests",
+                json={"outlet_id": "o1", "sku": "A", "quantity": 1, "needed_by": edge},
+            )
+            assert (resp.status_code, resp.json()["error"]["field"]) == (422, "needed_by")
         for path in ("/api/v1/restock-requests/nope", "/api/v1/restock-requests/nope/cancel"):
             resp = await (client.get(path) if "cancel" not in path else client.post(path))
             assert resp.status_code == 404
@@ -477,6 +484,84 @@ async def test_expiry_and_cancel_release_every_reservation(
         assert resp.json()["error"]["code"] == "request_closed"
         cmds = await commands(bs, rid2, 2)
         assert [c["type"] for c in cmds] == ["stock.reserve", "stock.release"]
+
+
+async def test_a_remainder_no_leg_can_carry_closes_the_request_when_its_legs_are_done(
+    db_url: str, private_broker: Any
+) -> None:
+    """Packs of 6, a minimum transfer of 12, a request of 18 and a donor that can give 12:
+    the 6 left can never be sent by anyone. The request closed only at its expiry (up to
+    91 days), holding the outlet's open request all that time."""
+    bs = private_broker.bootstrap_servers
+    dest, donor, sku = uid("o"), uid("o"), uid("sku")
+    async with running(settings_for(db_url, bs)) as (app, client):
+        await emit(
+            bs,
+            outlet(dest, "c1", -6.20, 106.80),
+            outlet(donor, "c1", -6.21, 106.81),
+            level(donor, sku, 17, 5),
+            (
+                ProductCreated(sku=sku, name="Teh", unit="box", case_pack=6, min_transfer_qty=12),
+                sku,
+                None,
+            ),
+        )
+        await projected(app, "stock_view", 1, "sku", sku)
+        await projected(app, "products_view", 1, "sku", sku)
+        await outlets_known(app, dest, donor)
+        resp = await client.post(
+            "/api/v1/restock-requests", json={"outlet_id": dest, "sku": sku, "quantity": 18}
+        )
+        rid = resp.json()["id"]
+        [reserve] = await commands(bs, rid, 1)
+        leg_id = reserve["payload"]["leg_id"]
+        assert reserve["payload"]["quantity"] == 12
+        for event in (
+            StockReserved(outlet_id=donor, sku=sku, leg_id=leg_id, quantity=12),
+            StockDispatched(outlet_id=donor, sku=sku, leg_id=leg_id, quantity=12),
+        ):
+            await emit(bs, (event, f"{donor}:{sku}", rid))
+            state = "reserved" if isinstance(event, StockReserved) else "dispatched"
+            await until_state(client, rid, lambda b, s=state: b["legs"][0]["state"] == s, state)
+            if state == "reserved":
+                assert (await client.post(f"/api/v1/transfers/{leg_id}/dispatch")).is_success
+        assert (
+            await client.post(f"/api/v1/transfers/{leg_id}/receive", json={"quantity": 12})
+        ).is_success
+        await emit(
+            bs,
+            (
+                StockReceived(outlet_id=dest, sku=sku, leg_id=leg_id, quantity=12),
+                f"{dest}:{sku}",
+                rid,
+            ),
+        )
+        body = await until_state(
+            client, rid, lambda b: b["status"] == "partially_fulfilled", "closed", 15
+        )
+        assert body["received"] == 12
+        assert "less than the smallest transfer" in body["history"][-1]["reason"]
+
+
+async def test_a_request_past_its_expiry_is_not_merged_into(
+    db_url: str, private_broker: Any
+) -> None:
+    """Between a request's expiry and the driver closing it, a new request for the outlet
+    and sku was merged into it, answered 202, and lost with it when the driver came."""
+    bs = private_broker.bootstrap_servers
+    dest, sku = uid("o"), uid("sku")
+    # The driver is held off, so the gap lasts as long as the test needs.
+    settings = settings_for(db_url, bs, request_ttl_s=1.0, deadline_poll_s=3600.0)
+    async with running(settings) as (app, client):
+        await emit(bs, outlet(dest, "c1", -6.2, 106.8))
+        await outlets_known(app, dest)
+        body = {"outlet_id": dest, "sku": sku, "quantity": 5}
+        first = (await client.post("/api/v1/restock-requests", json=body)).json()
+        await asyncio.sleep(1.2)
+        second = (await client.post("/api/v1/restock-requests", json=body)).json()
+        assert second["id"] != first["id"] and second["merged"] is False
+        assert (await get(client, first["id"]))["status"] == "expired"
+        assert (await get(client, second["id"]))["status"] in ("open", "matching")
 
 
 async def test_auto_restock_from_stock_low(db_url: str, private_broker: Any) -> None:

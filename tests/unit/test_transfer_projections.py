@@ -354,3 +354,28 @@ async def test_requests_nobody_can_fill_do_not_keep_newer_ones_from_being_rematc
         given = await saga.rematch_waiting(saga.Ctx(uow, settings, datetime.now(UTC)), limit=2)
         await uow.commit()
     assert given == 5
+
+
+async def test_the_rematch_window_moves_on_past_requests_it_cannot_fill(
+    transfer: tuple[AsyncEngine, TransferSettings],
+) -> None:
+    """Requests the driver's filter lets through but matching cannot fill (here: the one
+    donor's surplus is held by a pending leg) filled the same window every round, oldest
+    first: each round now reads on from where the last ended, and wraps."""
+    engine, settings = transfer
+    await _apply(engine, settings, _outlet("donor"), _level(10))  # nothing to give yet
+    opened = [
+        (await _open(engine, settings, 5, None, outlet_id=o)).request_id for o in ("a", "b", "c")
+    ]
+    await _apply(engine, settings, _level(15))  # 5 to give: enough for one of them
+    window = saga.RematchWindow()
+    seen: list[str | None] = []
+    given = 0
+    for _ in range(4):
+        async with UnitOfWorkFactory(engine, source="transfer")() as uow:
+            ctx = saga.Ctx(uow, settings, datetime.now(UTC))
+            given += await saga.rematch_waiting(ctx, limit=1, window=window)
+            await uow.commit()
+        seen.append(window.after[1] if window.after else None)
+    assert given == 5
+    assert seen == [*opened, None]

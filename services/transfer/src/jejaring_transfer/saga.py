@@ -485,6 +485,13 @@ async def open_request(
         raise ApiError(422, "product_retired", f"{sku} is retired", "sku")
     product = product_from(product_row, sku)
     current = batch.open_requests[open_key]  # read under the sku's matching lock
+    expires_at = aware(current["expires_at"]) if current is not None else None
+    if current is not None and expires_at is not None and expires_at <= ctx.now:
+        # Past its expiry, only not closed by the driver yet: merged into it, the new
+        # demand would never be matched (an expiring request gets no new legs) and would
+        # be lost with it. It is expired now, and a new request opened.
+        await stop_request(ctx, current["id"], "expired", "expired")
+        batch.open_requests[open_key] = current = None
     if current is not None:
         total = m.round_request(current["requested_quantity"] + quantity, product)
         added = max(0, total - current["quantity"])
@@ -907,11 +914,20 @@ async def settle(ctx: Ctx, request_id: str) -> None:
     request_legs = await legs_of(conn, request_id)
     if any(leg["state"] in LIVE_LEG_STATES for leg in request_legs):
         return
-    if remainder(request, request_legs) > 0:
-        return  # waits for a source (re-matched by the driver) until it expires
+    rest = remainder(request, request_legs)
+    reason = None
+    if rest > 0:
+        sku = request["sku"]
+        product = product_from((await read_products(conn, [sku]))[sku], sku)
+        if rest >= m.round_request(1, product):
+            return  # waits for a source (re-matched by the driver) until it expires
+        # Less than any leg may carry (a split of 18 in packs of 6 with a minimum transfer
+        # of 12 leaves 6): no source can ever send it, so the request closes now rather
+        # than wait for its expiry, holding the outlet's open request all that time.
+        reason = f"the {rest} left are less than the smallest transfer of {sku}"
     received = sum(leg["received_quantity"] or 0 for leg in request_legs)
     status = "fulfilled" if received >= request["quantity"] else "partially_fulfilled"
-    await close(ctx, request, status, received=received)
+    await close(ctx, request, status, received=received, reason=reason)
 
 
 async def close(
@@ -1090,10 +1106,29 @@ async def due_requests(conn: AsyncConnection, now: datetime, limit: int = 100) -
     ]
 
 
-async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
+@dataclass
+class RematchWindow:
+    """Where the driver's re-match rounds have got to in the waiting requests (oldest
+    first). Each round reads the next `limit` after `after`, and starts again from the
+    oldest once a round reads fewer: waiting requests no source can fill yet (the filter
+    below is looser than matching) would otherwise fill every round's window for good, and
+    newer requests behind them never be looked at until those expire."""
+
+    after: tuple[Any, str] | None = None  # (created_at as stored, id) of the last read
+
+
+async def rematch_waiting(ctx: Ctx, limit: int = 500, window: RematchWindow | None = None) -> int:
     """Requests waiting for a source, matched together: the scarce stock goes to at-risk
     outlets and pareto A items first. Returns the units given to new legs."""
     conn = await ctx.conn()
+    window = window if window is not None else RematchWindow()
+    past = sa.true()
+    if window.after is not None:
+        at, last_id = window.after
+        past = sa.or_(
+            restock_requests.c.created_at > at,
+            sa.and_(restock_requests.c.created_at == at, restock_requests.c.id > last_id),
+        )
     held = (
         sa.select(sa.func.coalesce(sa.func.sum(legs.c.quantity), 0))
         .where(
@@ -1125,10 +1160,12 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500) -> int:
             restock_requests.c.expires_at > ctx.now,
             restock_requests.c.quantity > held,
             givable,
+            past,
         )
-        .order_by(restock_requests.c.created_at)
+        .order_by(restock_requests.c.created_at, restock_requests.c.id)
         .limit(limit),
     )
+    window.after = (rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == limit else None
     needs: list[m.Need] = []
     by_id: dict[str, dict[str, Any]] = {}
     for r in rows:

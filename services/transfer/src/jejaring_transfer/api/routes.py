@@ -20,7 +20,7 @@ from jejaring_shared.app import UoW
 from jejaring_shared.contracts import utcnow
 from jejaring_shared.contracts.stock import DispatchStock, ReceiveStock
 from jejaring_shared.errors import ApiError
-from jejaring_shared.fields import Text
+from jejaring_shared.fields import Text, in_utc
 
 from .. import saga
 from ..adapters.tables import legs, restock_requests, saga_history
@@ -46,7 +46,8 @@ class RestockIn(BaseModel):
     def _utc(cls, v: datetime | None) -> datetime | None:
         if v is None:
             return None
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        # A time without an offset is taken as UTC; one out of range in UTC is a 422.
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else in_utc(v)
 
 
 class ReceiveIn(BaseModel):

@@ -136,10 +136,13 @@ def consumer_specs(settings: TransferSettings) -> list[ConsumerSpec]:
         )
         if outlet is not None and outlet["status"] == "closed":
             return
+        # One past its expiry is not open for this (open_request expires it and opens a
+        # new one): stock.low comes once per crossing, so skipping it lost the restock.
         open_now = await saga.one(
             conn,
             sa.select(restock_requests.c.id).where(
-                restock_requests.c.open_key == saga.open_key_of(p.outlet_id, p.sku)
+                restock_requests.c.open_key == saga.open_key_of(p.outlet_id, p.sku),
+                restock_requests.c.expires_at > ctx.now,
             ),
         )
         if open_now is not None:

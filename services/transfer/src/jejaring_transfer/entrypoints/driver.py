@@ -106,6 +106,7 @@ async def drive_once(
     *,
     rematch: bool,
     holdoff: Holdoff | None = None,
+    window: saga.RematchWindow | None = None,
 ) -> int:
     """One round; returns the number of steps taken (for tests)."""
     holdoff = holdoff if holdoff is not None else Holdoff()
@@ -149,7 +150,7 @@ async def drive_once(
     if rematch:
         async with runtime.uow() as uow:
             ctx = saga.Ctx(uow, settings, utcnow())
-            if await saga.rematch_waiting(ctx):
+            if await saga.rematch_waiting(ctx, window=window):
                 steps += 1
             await uow.commit()
     return steps
@@ -161,10 +162,11 @@ def deadline_driver(
     async def run(runtime: Runtime) -> None:
         last_rematch = time.monotonic()
         holdoff = Holdoff()
+        window = saga.RematchWindow()
         while True:
             due = time.monotonic() - last_rematch >= settings.rematch_interval_s
             try:
-                await drive_once(runtime, settings, rematch=due, holdoff=holdoff)
+                await drive_once(runtime, settings, rematch=due, holdoff=holdoff, window=window)
             except asyncio.CancelledError:
                 raise
             except Exception:
