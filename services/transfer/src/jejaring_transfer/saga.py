@@ -1122,7 +1122,7 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500, window: RematchWindow | No
     outlets and pareto A items first. Returns the units given to new legs."""
     conn = await ctx.conn()
     window = window if window is not None else RematchWindow()
-    past = sa.true()
+    past: sa.ColumnElement[bool] = sa.true()
     if window.after is not None:
         at, last_id = window.after
         past = sa.or_(

@@ -423,9 +423,11 @@ async def list_reservations(
 ) -> dict[str, Any]:
     # An active reservation past its expiry shows (and filters) as expired before the
     # sweeper gets to it: both are read for either status, and filtered once relabelled.
-    read = [status] if status in ("released", "dispatched") else None
+    read: list[str] | None = None
     if status in ("active", "expired"):
         read = ["active", "expired"]
+    elif status is not None:
+        read = [status]
     async with uow:
         conn = await uow.session.connection()
         await app.require_outlet(conn, outlet_id)
