@@ -38,8 +38,8 @@ setup: system-deps setup-run
 run: setup-run
 	$(VENV)/bin/jejaring-dev run
 
-stop:
-	@$(VENV)/bin/jejaring-dev stop
+stop:  # nothing to stop where the environment was never set up
+	@if [ -x $(VENV)/bin/jejaring-dev ]; then $(VENV)/bin/jejaring-dev stop; fi
 
 status:
 	@$(VENV)/bin/jejaring-dev status

@@ -9,7 +9,11 @@ set -euo pipefail
 
 missing=()
 "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
-command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+# Kafka 4 needs Java 17 or later; Debian's default JRE is 17 on bookworm, 21 on trixie.
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1; }
+if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ] 2>/dev/null; then
+  missing+=(default-jre-headless)
+fi
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if [ "${1:-}" != "--run" ]; then
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${JEJARING_PG_BINDIR:-}" ]; then

@@ -67,7 +67,8 @@ async def test_rates_from_late_uploaded_sales_set_reorder_points_unless_pinned(
     await client.put(f"/api/v1/outlets/{outlet}/stock/gula/settings", json={"reorder_point": 50})
     # A lead time of 0 (supplied the same day) is ops' figure, not "use the default".
     await client.put(f"/api/v1/outlets/{outlet}/stock/teh/settings", json={"lead_time_days": 0})
-    assert (await client.post("/api/v1/velocity/refresh")).status_code == 200
+    refreshed = await client.post("/api/v1/velocity/refresh")
+    assert refreshed.status_code == 200 and refreshed.json()["outlets_failed"] == []
     beras = await level(client, outlet, "beras")
     assert beras["daily_rate"] == 10.0
     assert beras["reorder_point"] == 20  # 10/day x 2 days lead time

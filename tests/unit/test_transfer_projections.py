@@ -27,6 +27,7 @@ from jejaring_shared.db import UnitOfWorkFactory, create_engine
 from jejaring_transfer import saga
 from jejaring_transfer.adapters.tables import legs, restock_requests
 from jejaring_transfer.config import TransferSettings
+from jejaring_transfer.domain import matching as m
 from jejaring_transfer.entrypoints.consumers import consumer_specs
 
 _NAMES: dict[type[Payload], str] = {
@@ -359,23 +360,29 @@ async def test_requests_nobody_can_fill_do_not_keep_newer_ones_from_being_rematc
 async def test_the_rematch_window_moves_on_past_requests_it_cannot_fill(
     transfer: tuple[AsyncEngine, TransferSettings],
 ) -> None:
-    """Requests the driver's filter lets through but matching cannot fill (here: the one
-    donor's surplus is held by a pending leg) filled the same window every round, oldest
-    first: each round now reads on from where the last ended, and wraps."""
+    """An older request the driver's filter lets through but matching cannot fill (its one
+    donor failed it before: excluded) filled the window of every round, oldest first, and
+    a newer one the donor can fill was never looked at. Each round now reads on from where
+    the last ended, and starts again from the oldest at the end."""
     engine, settings = transfer
     await _apply(engine, settings, _outlet("donor"), _level(10))  # nothing to give yet
-    opened = [
-        (await _open(engine, settings, 5, None, outlet_id=o)).request_id for o in ("a", "b", "c")
-    ]
-    await _apply(engine, settings, _level(15))  # 5 to give: enough for one of them
+    old = (await _open(engine, settings, 5, None, outlet_id="a")).request_id
+    new = (await _open(engine, settings, 5, None, outlet_id="b")).request_id
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.update(restock_requests)
+            .where(restock_requests.c.id == old)
+            .values(excluded=[m.source_key("outlet", "donor")])
+        )
+    await _apply(engine, settings, _level(25))  # 15 to give
     window = saga.RematchWindow()
-    seen: list[str | None] = []
-    given = 0
-    for _ in range(4):
+    given, seen = [], []
+    for _ in range(3):
         async with UnitOfWorkFactory(engine, source="transfer")() as uow:
             ctx = saga.Ctx(uow, settings, datetime.now(UTC))
-            given += await saga.rematch_waiting(ctx, limit=1, window=window)
+            given.append(await saga.rematch_waiting(ctx, limit=1, window=window))
             await uow.commit()
         seen.append(window.after[1] if window.after else None)
-    assert given == 5
-    assert seen == [*opened, None]
+    assert given == [0, 5, 0]
+    # Round 3: nothing after the new one waits any more, so it starts from the oldest.
+    assert seen == [old, new, old]

@@ -12,6 +12,7 @@ jejaring-dev keys issue --role ops|admin|outlet:<id>|supplier:<id> | list | revo
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from jejaring_devtools._proc import tail
 from jejaring_devtools.kafka import KAFKA_VERSION, KafkaBroker, KafkaError, ensure_kafka_jars
 from jejaring_devtools.paths import RepoRootNotFoundError, data_dir
 from jejaring_devtools.postgres import PostgresError, PostgresServer
@@ -53,7 +55,7 @@ HomeOption = Annotated[
 def _friendly_errors() -> Iterator[None]:
     try:
         yield
-    except (KafkaError, PostgresError, RepoRootNotFoundError, ValueError) as exc:
+    except (KafkaError, PostgresError, RepoRootNotFoundError, StackError, ValueError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
 
@@ -230,16 +232,19 @@ def run(
     detach: Annotated[bool, typer.Option(help="Leave it running and return")] = False,
 ) -> None:
     """Start Kafka, every service and the gateway; wait until all are ready."""
-    stack = _stack(data, kafka_port, base_port, database)
-    started = time.monotonic()
+    # Closing the terminal or `kill` stops everything as Ctrl-C does: what started runs in
+    # sessions of its own and would be left running, and the next run would reuse it.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupted)
     with _friendly_errors():
+        stack = _stack(data, kafka_port, base_port, database)
+        started = time.monotonic()
         try:
             with console.status("starting Kafka, the services and the gateway..."):
                 stack.start()
-        except (StackError, KafkaError, PostgresError, KeyboardInterrupt):
-            # Ctrl-C while starting too: what started runs in its own session and would
-            # be left running.
-            stack.stop()
+        except BaseException:
+            # Any failure, Ctrl-C too: what started would be left running.
+            _stop(stack)
             raise
     table = Table(title=f"Jejaring is running ({time.monotonic() - started:.1f}s to ready)")
     table.add_column("what")
@@ -263,7 +268,7 @@ def run(
             highlight=False,
         )
     except KeyboardInterrupt:
-        stack.stop()  # Ctrl-C while the key was being issued: what started stops
+        _stop(stack)  # Ctrl-C while the key was being issued: what started stops
         raise
     except Exception as exc:  # the stack runs without it; say why
         err_console.print(f"[yellow]could not issue the admin key:[/] {exc}", highlight=False)
@@ -271,15 +276,39 @@ def run(
         console.print("stop it with [bold]make stop[/] (jejaring-dev stop)")
         return
     console.print("Ctrl-C stops everything.")
+    failed = False
     try:
-        while True:
+        while not (gone := stack.exited()):
             time.sleep(1)
+        # A service died (or `make stop` ran elsewhere): say so rather than run on empty.
+        failed = True
+        for service in gone:
+            err_console.print(
+                f"[bold red]{service.name} stopped[/]; its log ends:\n"
+                + tail(stack.log_dir / f"{service.name}.log"),
+                highlight=False,
+            )
     except KeyboardInterrupt:
         pass
     finally:
         with console.status("stopping..."):
-            stack.stop()
+            _stop(stack)
         console.print("stopped.")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(stack: Stack) -> None:
+    """Stop the stack; a second Ctrl-C meanwhile would abandon the broker half-stopped."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stack.stop()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command(

@@ -20,6 +20,7 @@ import httpx
 
 from ._proc import cmdline_matches, read_pid, signal_group, tail, wait_gone
 from .kafka import KafkaBroker
+from .paths import port_in_use
 from .postgres import PostgresServer
 from .uvicorn_proc import spawn_uvicorn
 
@@ -130,6 +131,18 @@ class Stack:
         pid_file.write_text(str(proc.pid))
 
     def start(self, timeout: float = 120) -> None:
+        # Before anything starts: a port another program holds (another checkout's stack,
+        # say) would answer our readiness checks, and ours would fail to bind unseen.
+        for service in (*SERVICES, GATEWAY):
+            port = self.base_port + service.port_offset
+            if self._pid(service) is None and port_in_use(port):
+                raise StackError(
+                    f"port {port} ({service.name}) is in use by another program: stop it, "
+                    "or start on other ports (run --base-port N)"
+                )
+        # Only you may read the data: the databases hold webhook secrets and API keys.
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.data.chmod(0o700)
         for d in (self.run_dir, self.log_dir, self.data / "db"):
             d.mkdir(parents=True, exist_ok=True)
         self.broker.start(detach=True)
@@ -184,17 +197,21 @@ class Stack:
         deadline = time.monotonic() + timeout
         state: dict[str, str] = {}
         while time.monotonic() < deadline:
+            # Ours must be alive before their ports' answers count.
+            for service in self.exited():
+                raise StackError(
+                    f"{service.name} exited; its log:\n"
+                    + tail(self.log_dir / f"{service.name}.log")
+                )
             state = self.readiness()
             if all(v == "ready" for v in state.values()):
                 return
-            for service in (*SERVICES, GATEWAY):
-                if self._pid(service) is None:
-                    raise StackError(
-                        f"{service.name} exited; its log:\n"
-                        + tail(self.log_dir / f"{service.name}.log")
-                    )
             time.sleep(0.5)
         raise StackError(f"not ready after {timeout:.0f}s: {state}")
+
+    def exited(self) -> list[Service]:
+        """The services (and gateway) of this stack whose process is not running."""
+        return [s for s in (*SERVICES, GATEWAY) if self._pid(s) is None]
 
     def stop(self, timeout: float = 30) -> None:
         # 30 s: a service's own shutdown is bounded at about 25 s with the broker gone.

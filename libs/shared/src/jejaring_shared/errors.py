@@ -74,6 +74,44 @@ def _body(status: int, details: list[ErrorDetail]) -> JSONResponse:
     )
 
 
+_SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
+def database_error_kind(exc: DBAPIError) -> str:
+    """What a database error says about the request: "unstorable" (a value no column of
+    its kind holds: SQLSTATE class 22, or SQLAlchemy's DataError), "conflict" (a unique
+    key taken meanwhile: 23505, or SQLite's unique and primary-key constraints), "bug"
+    (any other integrity constraint), else "unavailable". asyncpg's class-22 errors reach
+    SQLAlchemy as a plain DBAPIError, so the SQLSTATE decides where there is one."""
+    state = getattr(exc.orig, "sqlstate", None)
+    if isinstance(state, str) and state:
+        if state.startswith("22"):
+            return "unstorable"
+        if state == "23505":
+            return "conflict"
+        if state.startswith("23"):
+            return "bug"
+        return "unavailable"
+    if isinstance(exc, DataError):
+        return "unstorable"
+    if isinstance(exc, IntegrityError):
+        name = getattr(exc.orig, "sqlite_errorname", None)
+        return "conflict" if name in _SQLITE_UNIQUE else "bug"
+    return "unavailable"
+
+
+def _unstorable() -> JSONResponse:
+    return _body(
+        422,
+        [
+            ErrorDetail(
+                code="unstorable_value",
+                message="a value of the request is out of what the database can store",
+            )
+        ],
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
@@ -91,42 +129,42 @@ def install_error_handlers(app: FastAPI) -> None:
         ] or [ErrorDetail(code="invalid", message="invalid request")]
         return _body(422, details)
 
-    @app.exception_handler(DataError)
-    async def _unstorable(_req: Request, exc: DataError) -> JSONResponse:
-        # The database refused a value the request carried (a number past its column's
-        # range, say) where the request's own checks let it through: the request's fault,
-        # not an outage, and the transaction rolled back. A 503 would have clients retry
-        # it for ever.
-        log.warning("database refused a value: %s", exc)
-        return _body(
-            422,
-            [
-                ErrorDetail(
-                    code="unstorable_value",
-                    message="a value of the request is out of what the database can store",
-                )
-            ],
-        )
-
-    @app.exception_handler(IntegrityError)
-    async def _conflict(_req: Request, exc: IntegrityError) -> JSONResponse:
-        # A unique key taken by a change committed at the same time, past the checks the
-        # route made before writing (the routes that expect a race say so themselves):
-        # nothing was written, and the request can be sent again.
-        log.warning("integrity error: %s", exc)
-        return _body(
-            409,
-            [
-                ErrorDetail(
-                    code="conflict",
-                    message="a change made at the same time conflicts with this one; "
-                    "nothing was written: send it again",
-                )
-            ],
-        )
+    @app.exception_handler(OverflowError)
+    async def _overflow(_req: Request, exc: OverflowError) -> JSONResponse:
+        # SQLite's driver refusing an integer past 64 bits, or a time past year 9999: a
+        # value of the request's, which its own checks let through.
+        log.warning("value out of range: %s", exc)
+        return _unstorable()
 
     @app.exception_handler(DBAPIError)
     async def _database(_req: Request, exc: DBAPIError) -> JSONResponse:
+        kind = database_error_kind(exc)
+        if kind == "unstorable":
+            # The database refused a value the request carried (a number past its
+            # column, a NUL in text): the request's fault, not an outage, and the
+            # transaction rolled back. A 503 would have clients retry it for ever.
+            log.warning("database refused a value: %s", exc)
+            return _unstorable()
+        if kind == "conflict":
+            # A unique key taken by a change committed at the same time, past the checks
+            # the route made before writing (routes that expect the race say so
+            # themselves): nothing was written, and a retry sees the first.
+            log.warning("unique key taken meanwhile: %s", exc)
+            return _body(
+                409,
+                [
+                    ErrorDetail(
+                        code="conflict",
+                        message="a change made at the same time took this one's key; "
+                        "nothing was written: send it again",
+                    )
+                ],
+            )
+        if kind == "bug":
+            # Another constraint (NOT NULL, CHECK, a foreign key): the code let a wrong
+            # row through. Not the database's outage, nor anything a retry fixes.
+            log.error("constraint violated", exc_info=exc)
+            return _body(500, [ErrorDetail(code="internal_error", message="internal error")])
         log.warning("database error: %s", exc)
         return _body(
             503,

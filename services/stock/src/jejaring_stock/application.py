@@ -581,28 +581,40 @@ async def sales_by_day(
     return days, per
 
 
-async def refresh_velocity(uows: UnitOfWorkFactory, policy: Policy, now: datetime) -> int:
+@dataclass
+class Refreshed:
+    levels_changed: int = 0
+    outlets_failed: list[str] = field(default_factory=list)
+
+
+async def refresh_velocity(uows: UnitOfWorkFactory, policy: Policy, now: datetime) -> Refreshed:
     """Recompute every level's smoothed daily sales rate from the ledger, and the reorder
-    point and maximum derived from it (unless ops pinned them). Returns levels changed."""
+    point and maximum derived from it (unless ops pinned them). An outlet whose refresh
+    fails keeps its figures and is named; the others go on."""
     async with uows() as uow:
         days, per = await sales_by_day(uow, policy, now)
         keys = await repo.all_level_keys(await uow.session.connection())
     by_outlet: dict[str, list[str]] = defaultdict(list)
     for outlet_id, sku in keys:
         by_outlet[outlet_id].append(sku)
-    changed = failed = 0
+    out = Refreshed()
     for outlet_id, skus in by_outlet.items():
         try:
-            changed += await _refresh_outlet(uows, policy, now, outlet_id, skus, days, per)
-        except Exception:
+            out.levels_changed += await _refresh_outlet(
+                uows, policy, now, outlet_id, skus, days, per
+            )
+        except Exception as exc:
             # One outlet's failure (a value its columns cannot hold, say) must not leave
-            # every outlet after it unrefreshed, refresh after refresh.
-            failed += 1
-            if failed == 1:
-                log.exception("sales-rate refresh of outlet %s failed", outlet_id)
-    if failed:
-        log.warning("sales-rate refresh: %d outlet(s) failed and kept their figures", failed)
-    return changed
+            # every outlet after it unrefreshed, refresh after refresh. Every one is
+            # named; the traceback once (the database down fails them all alike).
+            out.outlets_failed.append(outlet_id)
+            log.warning(
+                "sales-rate refresh of outlet %s failed: %r",
+                outlet_id,
+                exc,
+                exc_info=exc if len(out.outlets_failed) == 1 else None,
+            )
+    return out
 
 
 async def _refresh_outlet(

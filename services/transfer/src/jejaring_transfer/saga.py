@@ -1122,13 +1122,6 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500, window: RematchWindow | No
     outlets and pareto A items first. Returns the units given to new legs."""
     conn = await ctx.conn()
     window = window if window is not None else RematchWindow()
-    past: sa.ColumnElement[bool] = sa.true()
-    if window.after is not None:
-        at, last_id = window.after
-        past = sa.or_(
-            restock_requests.c.created_at > at,
-            sa.and_(restock_requests.c.created_at == at, restock_requests.c.id > last_id),
-        )
     held = (
         sa.select(sa.func.coalesce(sa.func.sum(legs.c.quantity), 0))
         .where(
@@ -1152,19 +1145,31 @@ async def rematch_waiting(ctx: Ctx, limit: int = 500, window: RematchWindow | No
             sa.or_(offers_view.c.valid_until.is_(None), offers_view.c.valid_until > ctx.now),
         ),
     )
-    rows = await many(
-        conn,
+    waiting = (
         sa.select(restock_requests, held.label("held"))
         .where(
             restock_requests.c.status.in_(OPEN_STATES),
             restock_requests.c.expires_at > ctx.now,
             restock_requests.c.quantity > held,
             givable,
-            past,
         )
         .order_by(restock_requests.c.created_at, restock_requests.c.id)
-        .limit(limit),
+        .limit(limit)
     )
+    rows = []
+    if window.after is not None:
+        at, last_id = window.after
+        rows = await many(
+            conn,
+            waiting.where(
+                sa.or_(
+                    restock_requests.c.created_at > at,
+                    sa.and_(restock_requests.c.created_at == at, restock_requests.c.id > last_id),
+                )
+            ),
+        )
+    if not rows:  # at the end (or never started): from the oldest again, this round
+        rows = await many(conn, waiting)
     window.after = (rows[-1]["created_at"], rows[-1]["id"]) if len(rows) == limit else None
     needs: list[m.Need] = []
     by_id: dict[str, dict[str, Any]] = {}

@@ -526,5 +526,5 @@ async def pareto(request: Request, uow: UoW) -> dict[str, Any]:
 async def refresh_velocity(request: Request) -> dict[str, Any]:
     """Recompute sales rates and derived reorder points now (it also runs periodically)."""
     runtime = request.app.state.runtime
-    changed = await app.refresh_velocity(runtime.uow, policy(request), utcnow())
-    return {"levels_changed": changed}
+    done = await app.refresh_velocity(runtime.uow, policy(request), utcnow())
+    return {"levels_changed": done.levels_changed, "outlets_failed": done.outlets_failed}

@@ -31,8 +31,9 @@ class _In(BaseModel):
 class ContactIn(_In):
     name: Text200 | None = None
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()\-]{6,30}$")] | None = None
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = Field(
-        default=None, max_length=200
+    # [^@\s] lets a NUL through, which PostgreSQL cannot store: Text refuses it.
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), Text] | None = (
+        Field(default=None, max_length=200)
     )
 
 
