@@ -200,14 +200,14 @@ def test_internal_token_is_read_from_the_shared_variable(monkeypatch: pytest.Mon
 
 
 def test_the_key_is_read_from_x_api_key_first_then_a_bearer_token() -> None:
-    from jejaring_gateway.api.proxy import _token_of
+    from jejaring_gateway.api.proxy import token_of
 
     bearer = (b"authorization", b"Bearer  jk_abc ")
-    assert _token_of([bearer]) == "jk_abc"
-    assert _token_of([bearer, (b"x-api-key", b"jk_key")]) == "jk_key"
-    assert _token_of([(b"authorization", b"Basic dXNlcg==")]) is None
-    assert _token_of([(b"authorization", b"Bearer ")]) == ""  # present but empty: a 401
-    assert _token_of([]) is None
+    assert token_of([bearer]) == "jk_abc"
+    assert token_of([bearer, (b"x-api-key", b"jk_key")]) == "jk_key"
+    assert token_of([(b"authorization", b"Basic dXNlcg==")]) is None
+    assert token_of([(b"authorization", b"Bearer ")]) == ""  # present but empty: a 401
+    assert token_of([]) is None
 
 
 def test_an_outlets_live_events_are_found_by_their_payload_not_their_key() -> None:
@@ -255,10 +255,21 @@ def test_counts_are_ascii_digits_of_sensible_length() -> None:
 
 def test_a_page_size_in_unicode_digits_is_a_422_on_its_field() -> None:
     settings = GatewaySettings(database_url="sqlite+aiosqlite://")
-    for raw, field in ((b"limit=%C2%B2", "limit"), (b"offset=" + b"1" * 20, "offset")):
+    # Also what the services' parser takes but the cap below did not see as a number
+    # ("+500", "500.0", "5_00"), or as `limit` at all (`li%6Dit`).
+    for raw, field in (
+        (b"limit=%C2%B2", "limit"),
+        (b"offset=" + b"1" * 20, "offset"),
+        (b"limit=%2B500", "limit"),
+        (b"limit=500.0", "limit"),
+        (b"limit=5_00", "limit"),
+        (b"li%6Dit=%20500", "limit"),
+    ):
         request = Request({"type": "http", "query_string": raw, "headers": []})
         with pytest.raises(GatewayError) as caught:
             _query(request, settings, {})
         assert (caught.value.status, caught.value.field) == (422, field)
     capped = Request({"type": "http", "query_string": b"limit=500&x=1", "headers": []})
     assert _query(capped, settings, {}) == f"limit={settings.max_page_size}&x=1"
+    hidden = Request({"type": "http", "query_string": b"li%6Dit=500", "headers": []})
+    assert _query(hidden, settings, {}) == f"limit={settings.max_page_size}"

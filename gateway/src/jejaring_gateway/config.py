@@ -66,6 +66,12 @@ class GatewaySettings(BaseSettings):
     events_client_queue: int = Field(default=1000, ge=1, description="Events buffered per client")
     events_replay: int = Field(default=200, ge=0, description="Recent events kept for new clients")
     events_heartbeat_s: float = Field(default=15.0, gt=0)
+    events_streams_per_key: int = Field(
+        default=5, ge=1, description="Live streams one key may hold open at once"
+    )
+    events_max_streams: int = Field(
+        default=500, ge=1, description="Live streams the gateway process holds open at once"
+    )
     openapi_ttl_s: float = Field(default=60.0, gt=0, description="Merged OpenAPI cache")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 

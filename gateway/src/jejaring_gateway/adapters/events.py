@@ -79,6 +79,7 @@ class Subscriber:
     filters: Filters
     queue: asyncio.Queue[dict[str, Any]]
     dropped: int = 0
+    owner: str = ""  # the key's id: streams are counted per key
 
 
 @dataclass
@@ -98,10 +99,13 @@ class EventHub:
         self.recent = deque(maxlen=max(self.replay, 1))
 
     # -- fan-out -----------------------------------------------------------------------
-    def subscribe(self, filters: Filters) -> Subscriber:
-        sub = Subscriber(filters, asyncio.Queue(maxsize=self.client_queue))
+    def subscribe(self, filters: Filters, owner: str = "") -> Subscriber:
+        sub = Subscriber(filters, asyncio.Queue(maxsize=self.client_queue), owner=owner)
         self.subscribers.add(sub)
         return sub
+
+    def streams_of(self, owner: str) -> int:
+        return sum(1 for s in self.subscribers if s.owner == owner)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)

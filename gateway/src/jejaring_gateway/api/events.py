@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from ..adapters.events import EventHub, Filters, sse, sse_comment, sse_notice
 from ..domain.access import count_of
 from .errors import GatewayError, error_response
-from .proxy import GatewayState, authenticate, request_id_of
+from .proxy import GatewayState, authenticate, request_id_of, token_of
 
 MAX_REPLAY = 500
 
@@ -40,11 +40,25 @@ async def event_stream(request: Request) -> Response:
             raise GatewayError(422, "invalid", "replay must be a whole number", "replay")
         replay = min(asked, MAX_REPLAY)
         filters = Filters.parse(q.get("type"), outlet, q.get("correlation_id"))
+        # Every stream costs a socket and a share of each event's fan-out on the loop.
+        if hub.streams_of(principal.key_id) >= state.settings.events_streams_per_key:
+            raise GatewayError(
+                429,
+                "too_many_streams",
+                f"this key has {state.settings.events_streams_per_key} live streams open "
+                "already; close one",
+                headers={"retry-after": "5"},
+            )
+        if len(hub.subscribers) >= state.settings.events_max_streams:
+            raise GatewayError(
+                503, "too_many_streams", "the gateway holds all the live streams it can"
+            )
     except GatewayError as exc:
         return error_response(exc, rid)
 
     heartbeat = state.settings.events_heartbeat_s
-    sub = hub.subscribe(filters)
+    token = token_of(request.scope["headers"]) or ""
+    sub = hub.subscribe(filters, owner=principal.key_id)
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -57,6 +71,11 @@ async def event_stream(request: Request) -> Response:
                 try:
                     event = await asyncio.wait_for(sub.queue.get(), heartbeat)
                 except TimeoutError:
+                    # A key revoked while its stream is open: the stream ends with it
+                    # (within a heartbeat and the key cache), as every request would.
+                    if await state.keys.authenticate(token) is None:
+                        yield sse_notice("revoked", {"reason": "the API key was revoked"})
+                        return
                     yield sse_comment("ping")
                     continue
                 if sub.dropped != reported:

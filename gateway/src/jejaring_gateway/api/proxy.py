@@ -101,7 +101,7 @@ async def reject_flood(app_state: Any, scope: Any, send: Any) -> bool:
     if scope["type"] != "http" or not scope["path"].startswith("/api/v1/"):
         return False
     state: GatewayState | None = getattr(app_state, "gateway", None)
-    token = _token_of(scope["headers"])
+    token = token_of(scope["headers"])
     if state is None or not token:
         return False
     principal = state.keys.cached(token)
@@ -118,7 +118,7 @@ async def reject_flood(app_state: Any, scope: Any, send: Any) -> bool:
     return False
 
 
-def _token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+def token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The API key from `X-API-Key` (preferred) or `Authorization: Bearer <key>`."""
     bearer = None
     for name, value in headers:
@@ -170,7 +170,7 @@ async def authenticate(request: Request, state: GatewayState) -> Principal:
     checked = request.scope.get("state", {}).get("principal")
     if isinstance(checked, Principal):
         return checked  # reject_flood authenticated and rate-limited it already
-    token = _token_of(request.scope["headers"])
+    token = token_of(request.scope["headers"])
     if not token:
         raise GatewayError(
             401,
@@ -227,18 +227,25 @@ async def proxy(request: Request) -> Response:
 
 def _query(request: Request, settings: GatewaySettings, force: dict[str, str]) -> str:
     raw: str = request.scope.get("query_string", b"").decode("latin-1")
-    if not force and "limit" not in raw and "offset" not in raw:
+    if not force and not raw:
         return raw
+    # Always parsed, never searched as text: `li%6Dit=500` is `limit` to the service.
     items = parse_qsl(raw, keep_blank_values=True)
     out: list[tuple[str, str]] = []
     for name, value in items:
         if name in force:
             continue
-        if name in ("limit", "offset") and value.isdigit():
+        if name in ("limit", "offset"):
+            # Plain ASCII digits only: the services' parser also takes "+500", " 500",
+            # "5_00" and "500.0", which passed the page-size cap below unchanged.
             number = access.count_of(value)
-            if number is None:  # too long, or Unicode digits the services would refuse
+            if number is None:
+                too_long = value.isascii() and value.isdigit()
                 raise GatewayError(
-                    422, "too_large" if value.isascii() else "invalid", f"bad {name}", name
+                    422,
+                    "too_large" if too_long else "invalid",
+                    f"{name} must be a whole number in digits",
+                    name,
                 )
             if name == "limit" and number > settings.max_page_size:
                 value = str(settings.max_page_size)
