@@ -206,3 +206,30 @@ async def test_dashboard_refuses_a_bad_key(tmp_path: Path, kafka_broker: Any) ->
             "document.querySelector('#signin-error').textContent.includes('ops')"
         )
         assert await page.is_visible("#signin")
+
+
+async def test_a_key_revoked_while_watching_signs_the_dashboard_out(
+    tmp_path: Path, kafka_broker: Any
+) -> None:
+    """The live stream ends when its key is revoked (it ran on for good), and the page goes
+    back to the sign-in form rather than showing a stream that is no longer there."""
+    async with (
+        gateway_stack(
+            tmp_path,
+            str(kafka_broker.bootstrap_servers),
+            ("catalog",),
+            events=True,
+            events_heartbeat_s=0.5,
+            key_cache_s=0.0,
+        ) as gw,
+        serving(gw.app) as base,
+        chromium(tmp_path) as browser,
+    ):
+        hub = gw.app.state.hub
+        await wait_until(lambda: asyncio.sleep(0, hub.ready), 60, "the gateway's event consumer")
+        page = await browser.new_page()
+        await sign_in(page, base, await gw.key("ops"))
+        [record] = [k for k in await gw.keys.list() if k.role == "ops"]
+        assert await gw.keys.revoke(record.key_id)
+        await page.wait_for_selector("#signin:not([hidden])", timeout=10_000)
+        assert await page.evaluate("sessionStorage.getItem('jejaring.key')") is None

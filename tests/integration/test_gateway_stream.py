@@ -35,6 +35,14 @@ async def test_a_key_holds_a_few_streams_and_a_revoked_key_loses_its_stream(
         hub = gw.app.state.hub
         await wait_until(lambda: asyncio.sleep(0, hub.ready), 60, "the gateway's event consumer")
         headers = await gw.headers("ops")
+        # Who a key is, from the gateway alone (transfer, stock, supplier are not running).
+        me = await client.get("/api/v1/me", headers=await gw.headers("outlet:o-7"))
+        assert me.status_code == 200
+        assert {k: me.json()[k] for k in ("role", "subject")} == {
+            "role": "outlet",
+            "subject": "o-7",
+        }
+        assert (await client.get("/api/v1/me")).status_code == 401
         url = "/api/v1/events/stream"
         opened = [
             await streams.enter_async_context(client.stream("GET", url, headers=headers))

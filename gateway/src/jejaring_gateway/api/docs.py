@@ -47,7 +47,8 @@ ERROR_SCHEMAS: dict[str, Any] = {
 }
 GATEWAY_ERRORS = {
     "401": "No API key, or an unknown or revoked one (`api_key_required`, `invalid_api_key`)",
-    "403": "The key may not do this (`forbidden`, `not_your_outlet`, `not_your_supplier`)",
+    "403": "The key may not do this (`forbidden`, `not_your_outlet`, `not_your_supplier`, "
+    "`not_your_leg`, `ownership_unverifiable`)",
     "413": "The body is larger than the limit (`payload_too_large`)",
     "429": "Too many requests for this key (`rate_limited`); see Retry-After",
     "502": "The service failed to answer (`bad_gateway`)",
@@ -143,6 +144,38 @@ def merge(docs: dict[str, dict[str, Any]], missing: list[str] | None = None) -> 
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
                 **{s: _error_response(t) for s, t in GATEWAY_ERRORS.items() if s < "500"},
+                "4XX": _error_response("Any other refusal"),
+            },
+        }
+    }
+    paths[f"{PREFIX}/me"] = {
+        "get": {
+            "tags": ["gateway"],
+            "summary": "Who this key speaks for",
+            "description": "The key's id, role (admin, ops, outlet, supplier) and, for an "
+            "outlet or supplier key, whose it is. Answered by the gateway alone.",
+            "operationId": "gateway_me",
+            "responses": {
+                "200": {
+                    "description": "The key's identity",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["key_id", "role", "subject"],
+                                "properties": {
+                                    "key_id": {"type": "string"},
+                                    "role": {
+                                        "type": "string",
+                                        "enum": ["admin", "ops", "outlet", "supplier"],
+                                    },
+                                    "subject": {"type": ["string", "null"]},
+                                },
+                            }
+                        }
+                    },
+                },
+                **{s: _error_response(t) for s, t in GATEWAY_ERRORS.items() if s in ("401", "429")},
                 "4XX": _error_response("Any other refusal"),
             },
         }

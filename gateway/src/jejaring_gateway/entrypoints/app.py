@@ -20,6 +20,7 @@ from ..adapters.upstream import make_client
 from ..api.docs import OpenApiCache, docs_page, openapi_json
 from ..api.errors import GatewayError, error_response
 from ..api.events import event_stream
+from ..api.me import whoami
 from ..api.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
 from ..api.ops import router as ops_router
 from ..api.proxy import GatewayState, proxy, reject_flood, request_id_of
@@ -29,6 +30,8 @@ from ..domain.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 EVENT_STREAM = "/api/v1/events/stream"
+ME = "/api/v1/me"
+OWN_PATHS = frozenset({EVENT_STREAM, ME})  # /api/v1 paths the gateway answers itself
 
 
 class GatewayApp(FastAPI):
@@ -62,7 +65,9 @@ def _is_proxied(scope: Any) -> bool:
     if scope["type"] != "http":
         return False
     path: str = scope["path"]
-    return path.startswith("/api/v1/") and path != EVENT_STREAM and scope["method"] in PROXY_METHODS
+    return (
+        path.startswith("/api/v1/") and path not in OWN_PATHS and scope["method"] in PROXY_METHODS
+    )
 
 
 async def _proxy_asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -150,6 +155,7 @@ def create_app(
     app.add_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
     app.add_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
     app.add_route(EVENT_STREAM, event_stream, methods=["GET"], include_in_schema=False)
+    app.add_route(ME, whoami, methods=["GET"], include_in_schema=False)
     # Reached only by what _is_proxied leaves to FastAPI (under a root path, for instance).
     app.add_route("/api/v1/{path:path}", proxy, methods=PROXY_METHODS, include_in_schema=False)
     app.proxied = MetricsMiddleware(_proxy_asgi, metrics=metrics)

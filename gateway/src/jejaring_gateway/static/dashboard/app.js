@@ -23,6 +23,8 @@ const I18N = {
     sku: "SKU", on_hand: "Di tangan", reserved: "Dipesan", available: "Tersedia",
     cover: "Hari persediaan", status: "Status", quantity: "Jumlah", created: "Dibuat",
     received: "Diterima", region: "Wilayah", unavailable: "layanan tidak tersedia",
+    signin_unavailable: "Gateway tidak dapat memeriksa kunci sekarang; coba lagi.",
+    dropped: "peristiwa terlewat",
   },
   en: {
     title: "Jejaring · Ops", nav_overview: "Overview", nav_events: "Events",
@@ -43,17 +45,25 @@ const I18N = {
     sku: "SKU", on_hand: "On hand", reserved: "Reserved", available: "Available",
     cover: "Days of cover", status: "Status", quantity: "Quantity", created: "Created",
     received: "Received", region: "Region", unavailable: "service unavailable",
+    signin_unavailable: "The gateway cannot check the key right now; try again.",
+    dropped: "events missed",
   },
 };
 const OPEN_STATES = ["open", "matching"];
 const MAX_EVENTS = 300;
+const STALL_MS = 45000; // the gateway pings every 15 s: silence this long is a dead link
+const RATE_MINUTES = 30;
 
 const state = {
   lang: sessionStorage.getItem("jejaring.lang") || "id",
   key: sessionStorage.getItem("jejaring.key") || "",
   stream: null, // AbortController of the live stream
   events: [],
-  perMinute: new Map(), // minute (ms) -> count
+  perMinute: new Map(), // minute of occurred_at (ms) -> count, the last RATE_MINUTES only
+  counted: new Set(), // ids already in perMinute: a replay after a filter change is not new
+  dropped: 0, // events the gateway dropped for this page (it was too slow to read them)
+  loads: 0, // page loads started: an older load's late answers are not shown
+  renderQueued: false,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -67,12 +77,14 @@ function applyLang() {
   $("#lang").textContent = state.lang === "id" ? "EN" : "ID";
 }
 
-async function api(path) {
+async function api(path, { probing = false } = {}) {
   // Never throws: {ok, status, body}. Errors are shown as "n/a", not logged as failures.
+  // A 401 later (the key revoked) signs out, as the docs promise.
   try {
     const resp = await fetch(path, { headers: { authorization: "Bearer " + state.key } });
     let body = null;
     try { body = await resp.json(); } catch (_e) { body = null; }
+    if (resp.status === 401 && !probing && state.key) signOut();
     return { ok: resp.ok, status: resp.status, body };
   } catch (_e) {
     return { ok: false, status: 0, body: null };
@@ -82,12 +94,16 @@ async function api(path) {
 // ---------------------------------------------------------------- sign in / routing
 async function signIn(key) {
   state.key = key;
-  // A read only ops and admin keys may make: an outlet's key reads the catalog too, and
-  // would sign in to a dashboard showing its own outlet's figures as the network's.
-  const probe = await api("/api/v1/rebalancing/plans?limit=1");
-  if (probe.status === 401 || probe.status === 403) {
+  // The gateway says whose key it is (no service needs to be up: signing in to watch an
+  // outage must work). Only ops and admin keys: an outlet's would show its own outlet's
+  // figures as the network's. The gateway down (0), limiting (429) or failing (5xx) has
+  // not checked the key at all: no sign-in then either.
+  const probe = await api("/api/v1/me", { probing: true });
+  const role = probe.ok && probe.body ? probe.body.role : null;
+  if (role !== "ops" && role !== "admin") {
     state.key = "";
-    $("#signin-error").textContent = probe.status === 401 ? t("bad_key") : t("key_forbidden");
+    $("#signin-error").textContent = probe.status === 401 ? t("bad_key")
+      : probe.ok ? t("key_forbidden") : t("signin_unavailable");
     return false;
   }
   sessionStorage.setItem("jejaring.key", key);
@@ -193,10 +209,12 @@ function coverColor(days) {
 }
 
 async function loadOverview() {
+  const load = ++state.loads;
   const [kpis, reqs, outlets, pareto] = await Promise.all([
     api("/api/v1/kpis"), api("/api/v1/restock-requests?limit=200"),
     api("/api/v1/outlets"), api("/api/v1/pareto"),
   ]);
+  if (load !== state.loads) return; // another page (or a newer load) took over meanwhile
   $("#kpis").innerHTML = kpiTiles(kpis.ok ? kpis.body : null);
   if (reqs.ok && reqs.body && Array.isArray(reqs.body.requests)) {
     const counts = {};
@@ -206,16 +224,17 @@ async function loadOverview() {
     $("#status-chart").innerHTML = `<p class="muted">${esc(t("na"))}</p>`;
   }
   $("#rate-chart").innerHTML = rateChart();
-  await loadHeat(outlets, pareto);
+  await loadHeat(outlets, pareto, load);
 }
 
-async function loadHeat(outlets, pareto) {
+async function loadHeat(outlets, pareto, load) {
   const el = $("#heat");
   if (!outlets.ok || !pareto.ok) { el.innerHTML = `<p class="muted">${esc(t("na"))}</p>`; return; }
   const list = (outlets.body.outlets || []).slice(0, 20);
   const skus = (pareto.body.skus || []).filter((s) => s.class === "A").slice(0, 12).map((s) => s.sku);
   if (!list.length || !skus.length) { el.innerHTML = `<p class="muted">${esc(t("no_data"))}</p>`; return; }
   const stocks = await Promise.all(list.map((o) => api(`/api/v1/outlets/${encodeURIComponent(o.id)}/stock`)));
+  if (load !== state.loads) return;
   const head = `<tr><th>${esc(t("outlet"))}</th>${skus.map((s) => `<th>${esc(s)}</th>`).join("")}</tr>`;
   const rows = list.map((o, i) => {
     const levels = new Map(((stocks[i].ok && stocks[i].body.levels) || []).map((l) => [l.sku, l]));
@@ -240,12 +259,14 @@ function table(cols, rows) {
 }
 
 async function loadOutlet(id) {
+  const load = ++state.loads;
   $("#outlet-name").textContent = id;
   const q = encodeURIComponent(id);
   const [outlet, stock, reqs, kpis] = await Promise.all([
     api(`/api/v1/outlets/${q}`), api(`/api/v1/outlets/${q}/stock`),
     api(`/api/v1/restock-requests?outlet_id=${q}&limit=50`), api(`/api/v1/kpis?outlet_id=${q}`),
   ]);
+  if (load !== state.loads) return; // outlet A's late answers never fill outlet B's page
   if (outlet.ok) $("#outlet-name").textContent = `${outlet.body.name} (${id}) · ${outlet.body.status}`;
   $("#outlet-kpis").innerHTML = kpiTiles(kpis.ok ? kpis.body : null);
   $("#outlet-stock").innerHTML = stock.ok ? table([
@@ -282,7 +303,8 @@ function streamUrl() {
 function setStatus(kind) {
   const el = $("#stream-status");
   el.dataset.state = kind;
-  el.textContent = t({ live: "live", connecting: "connecting", error: "disconnected", idle: "connecting" }[kind]);
+  el.textContent = t({ live: "live", connecting: "connecting", error: "disconnected", idle: "connecting" }[kind]) +
+    (kind === "live" && state.dropped ? ` (${state.dropped} ${t("dropped")})` : "");
 }
 
 function stopStream() {
@@ -293,6 +315,7 @@ function stopStream() {
 function restartStream() {
   stopStream();
   state.events = [];
+  state.dropped = 0;
   renderEvents();
   startStream();
 }
@@ -303,10 +326,16 @@ async function startStream() {
   let delay = 1000;
   while (!ctrl.signal.aborted && state.key) {
     setStatus("connecting");
+    // One attempt: aborted with the stream, or by the watchdog when the link goes silent
+    // (a half-open connection never ends a read; the gateway pings every 15 s).
+    const attempt = new AbortController();
+    const stop = () => attempt.abort();
+    ctrl.signal.addEventListener("abort", stop);
+    let watchdog = setTimeout(stop, STALL_MS);
     try {
       const resp = await fetch(streamUrl(), {
         headers: { authorization: "Bearer " + state.key, accept: "text/event-stream" },
-        signal: ctrl.signal,
+        signal: attempt.signal,
       });
       if (resp.status === 401) { signOut(); return; }
       if (!resp.ok || !resp.body) throw new Error("status " + resp.status);
@@ -318,6 +347,8 @@ async function startStream() {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        clearTimeout(watchdog);
+        watchdog = setTimeout(stop, STALL_MS);
         buf += decoder.decode(value, { stream: true });
         let cut;
         while ((cut = buf.indexOf("\n\n")) >= 0) {
@@ -327,6 +358,9 @@ async function startStream() {
       }
     } catch (_e) {
       if (ctrl.signal.aborted) return;
+    } finally {
+      clearTimeout(watchdog);
+      ctrl.signal.removeEventListener("abort", stop);
     }
     if (ctrl.signal.aborted) return;
     setStatus("error");
@@ -341,16 +375,42 @@ function handleMessage(block) {
     if (line.startsWith("event:")) kind = line.slice(6).trim();
     else if (line.startsWith("data:")) data += line.slice(5).trim();
   }
-  if (kind !== "message" || !data) return;
+  if (!data) return;
   let ev;
   try { ev = JSON.parse(data); } catch (_e) { return; }
+  if (kind === "revoked") { signOut(); return; } // the key was revoked while watching
+  if (kind === "dropped") { state.dropped = ev.dropped || 0; setStatus("live"); return; }
+  if (kind !== "message") return;
   if (state.events.some((e) => e.id === ev.id)) return;
   state.events.unshift(ev);
   if (state.events.length > MAX_EVENTS) state.events.length = MAX_EVENTS;
-  const minute = Math.floor(Date.now() / 60000) * 60000;
+  countEvent(ev);
+  scheduleRender();
+}
+
+function countEvent(ev) {
+  // By when it happened, once per event: a replay after a filter change or a reconnect
+  // is not a burst of new events.
+  if (state.counted.has(ev.id)) return;
+  const at = Date.parse(ev.occurred_at || "") || Date.now();
+  const minute = Math.floor(at / 60000) * 60000;
+  const oldest = Math.floor(Date.now() / 60000) * 60000 - RATE_MINUTES * 60000;
+  if (minute < oldest) return;
+  state.counted.add(ev.id);
   state.perMinute.set(minute, (state.perMinute.get(minute) || 0) + 1);
-  renderEvents();
-  if (!$("#overview").hidden) $("#rate-chart").innerHTML = rateChart();
+  for (const m of state.perMinute.keys()) if (m < oldest) state.perMinute.delete(m);
+  if (state.counted.size > 20000) state.counted.clear(); // bounded; a recount is harmless
+}
+
+function scheduleRender() {
+  // Many events a second would otherwise rebuild the list (and chart) once each.
+  if (state.renderQueued) return;
+  state.renderQueued = true;
+  requestAnimationFrame(() => {
+    state.renderQueued = false;
+    renderEvents();
+    if (!$("#overview").hidden) $("#rate-chart").innerHTML = rateChart();
+  });
 }
 
 function outletOf(ev) {
@@ -389,7 +449,13 @@ $("#lang").addEventListener("click", () => {
 });
 $("#filters").addEventListener("submit", (e) => { e.preventDefault(); restartStream(); });
 window.addEventListener("hashchange", route);
-setInterval(() => { if (!$("#overview").hidden && state.key) loadOverview(); }, 15000);
+// Refreshed 15 s after the last refresh ended (never two at once), and not in a hidden tab.
+function poll() {
+  const again = () => setTimeout(poll, 15000);
+  if (document.hidden || $("#overview").hidden || !state.key) { again(); return; }
+  loadOverview().finally(again);
+}
+setTimeout(poll, 15000);
 applyLang();
 renderEvents();
 route();
