@@ -18,6 +18,11 @@ from ._proc import tail
 def uvicorn_command(target: str, port: int, *, log_level: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "uvicorn", target, "--factory"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    # The gateway is the edge here: X-Forwarded-For from a local client is not to be
+    # believed (uvicorn trusts it from 127.0.0.1 by default), or one address could pose as
+    # many to the gateway's unknown-key limiter. Behind a real proxy, run uvicorn with
+    # --proxy-headers --forwarded-allow-ips=<the proxy>.
+    cmd += ["--no-proxy-headers"]
     if log_level is not None:
         cmd += ["--log-level", log_level]
     return cmd
