@@ -122,6 +122,8 @@ async def test_database_refusals_are_told_apart_on_each_database(db_url: str) ->
             await insert(id=9, n=3_000_000_000 if pg else 2**70)
         elif case == "nul":
             await insert(id=10, s="a\x00b")
+        elif case == "ours":
+            raise OverflowError("date value out of range")  # our own arithmetic: a bug
         else:
             raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
@@ -129,7 +131,7 @@ async def test_database_refusals_are_told_apart_on_each_database(db_url: str) ->
     got = {}
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            for case in ("taken", "negative", "too_big", "nul", "down"):
+            for case in ("taken", "negative", "too_big", "nul", "ours", "down"):
                 resp = await c.get(f"/{case}")
                 error = resp.json()["error"] if resp.status_code >= 400 else {"code": None}
                 got[case] = (resp.status_code, error["code"])
@@ -140,6 +142,7 @@ async def test_database_refusals_are_told_apart_on_each_database(db_url: str) ->
     assert got["too_big"] == (422, "unstorable_value")
     # SQLite stores a NUL in text; PostgreSQL refuses it (22021).
     assert got["nul"] == ((422, "unstorable_value") if pg else (200, None))
+    assert got["ours"] == (500, "internal_error")
     assert got["down"] == (503, "database_unavailable")
 
 

@@ -80,6 +80,18 @@ class Subscriber:
     queue: asyncio.Queue[dict[str, Any]]
     dropped: int = 0
     owner: str = ""  # the key's id: streams are counted per key
+    replaced: bool = False
+
+    def replace(self) -> None:
+        """End this stream for a newer one of the same key: wakes its reader, which may be
+        a half-open link the server never heard close (it would hold its place for good)."""
+        self.replaced = True
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(REPLACED)
+
+
+REPLACED: dict[str, Any] = {"replaced": True}  # the marker a replaced stream's reader wakes on
 
 
 @dataclass
@@ -88,7 +100,7 @@ class EventHub:
     client_queue: int = 1000
     replay: int = 200
     group_id: str = field(default_factory=lambda: f"gateway-live-{uuid.uuid4().hex[:12]}")
-    subscribers: set[Subscriber] = field(default_factory=set)
+    subscribers: dict[Subscriber, None] = field(default_factory=dict)  # ordered, oldest first
     recent: deque[dict[str, Any]] = field(default_factory=deque)
     ready: bool = False
     connected: bool = False
@@ -101,14 +113,15 @@ class EventHub:
     # -- fan-out -----------------------------------------------------------------------
     def subscribe(self, filters: Filters, owner: str = "") -> Subscriber:
         sub = Subscriber(filters, asyncio.Queue(maxsize=self.client_queue), owner=owner)
-        self.subscribers.add(sub)
+        self.subscribers[sub] = None
         return sub
 
-    def streams_of(self, owner: str) -> int:
-        return sum(1 for s in self.subscribers if s.owner == owner)
+    def streams_of(self, owner: str) -> list[Subscriber]:
+        """The key's streams, oldest first."""
+        return [s for s in self.subscribers if s.owner == owner and not s.replaced]
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
+        self.subscribers.pop(sub, None)
 
     def backlog(self, filters: Filters, n: int) -> list[dict[str, Any]]:
         if n <= 0:

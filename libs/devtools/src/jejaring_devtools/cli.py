@@ -283,11 +283,9 @@ def run(
         # A service died (or `make stop` ran elsewhere): say so rather than run on empty.
         failed = True
         for service in gone:
-            err_console.print(
-                f"[bold red]{service.name} stopped[/]; its log ends:\n"
-                + tail(stack.log_dir / f"{service.name}.log"),
-                highlight=False,
-            )
+            err_console.print(f"[bold red]{service.name} stopped[/]; its log ends:")
+            # As it is: a log's [brackets] are not rich markup.
+            err_console.out(tail(stack.log_dir / f"{service.name}.log"), highlight=False)
     except KeyboardInterrupt:
         pass
     finally:
@@ -303,12 +301,15 @@ def _interrupted(_signum: int, _frame: object) -> None:
 
 
 def _stop(stack: Stack) -> None:
-    """Stop the stack; a second Ctrl-C meanwhile would abandon the broker half-stopped."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Stop the stack; a second Ctrl-C (or the terminal closing) meanwhile would abandon
+    the broker half-stopped."""
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in held}
     try:
         stack.stop()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command(

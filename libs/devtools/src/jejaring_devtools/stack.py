@@ -141,8 +141,10 @@ class Stack:
                     "or start on other ports (run --base-port N)"
                 )
         # Only you may read the data: the databases hold webhook secrets and API keys.
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.data.chmod(0o700)
+        # (A folder given with --data that is someone else's keeps its mode.)
+        self.data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.data.stat().st_uid == os.getuid():
+            self.data.chmod(0o700)
         for d in (self.run_dir, self.log_dir, self.data / "db"):
             d.mkdir(parents=True, exist_ok=True)
         self.broker.start(detach=True)

@@ -100,6 +100,19 @@ def database_error_kind(exc: DBAPIError) -> str:
     return "unavailable"
 
 
+_DRIVERS = ("sqlite3", "aiosqlite", "asyncpg", "sqlalchemy", "jejaring_shared.sqlite_driver")
+
+
+def _raised_by_a_driver(exc: BaseException) -> bool:
+    """Whether the innermost frame of `exc`'s traceback is a database driver's."""
+    tb = exc.__traceback__
+    module = ""
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        tb = tb.tb_next
+    return module in _DRIVERS or module.split(".")[0] in _DRIVERS
+
+
 def _unstorable() -> JSONResponse:
     return _body(
         422,
@@ -131,10 +144,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OverflowError)
     async def _overflow(_req: Request, exc: OverflowError) -> JSONResponse:
-        # SQLite's driver refusing an integer past 64 bits, or a time past year 9999: a
-        # value of the request's, which its own checks let through.
-        log.warning("value out of range: %s", exc)
-        return _unstorable()
+        # A database driver refusing a value (SQLite's an integer past 64 bits): the
+        # request's, which its own checks let through. Raised by our own code, a bug.
+        if _raised_by_a_driver(exc):
+            log.warning("value out of range for the database: %s", exc)
+            return _unstorable()
+        log.exception("unhandled error", exc_info=exc)
+        return _body(500, [ErrorDetail(code="internal_error", message="internal error")])
 
     @app.exception_handler(DBAPIError)
     async def _database(_req: Request, exc: DBAPIError) -> JSONResponse:

@@ -77,14 +77,24 @@ function applyLang() {
   $("#lang").textContent = state.lang === "id" ? "EN" : "ID";
 }
 
+const KEY_REFUSED = ["invalid_api_key", "api_key_required"];
+
 async function api(path, { probing = false } = {}) {
   // Never throws: {ok, status, body}. Errors are shown as "n/a", not logged as failures.
-  // A 401 later (the key revoked) signs out, as the docs promise.
+  // A read hung on a dead link gives up after 20 s (the overview's refresh waits for it).
+  const key = state.key;
   try {
-    const resp = await fetch(path, { headers: { authorization: "Bearer " + state.key } });
+    const resp = await fetch(path, {
+      headers: { authorization: "Bearer " + key }, signal: AbortSignal.timeout(20000),
+    });
     let body = null;
     try { body = await resp.json(); } catch (_e) { body = null; }
-    if (resp.status === 401 && !probing && state.key) signOut();
+    // The gateway refusing this very key (revoked) signs out, as the docs promise; not a
+    // service's own 401, nor a late answer for a key signed out of since.
+    const code = body && body.error ? body.error.code : "";
+    if (resp.status === 401 && !probing && key && key === state.key && KEY_REFUSED.includes(code)) {
+      signOut();
+    }
     return { ok: resp.ok, status: resp.status, body };
   } catch (_e) {
     return { ok: false, status: 0, body: null };
@@ -339,6 +349,7 @@ async function startStream() {
       });
       if (resp.status === 401) { signOut(); return; }
       if (!resp.ok || !resp.body) throw new Error("status " + resp.status);
+      state.dropped = 0; // the gateway counts a connection's drops afresh
       setStatus("live");
       delay = 1000;
       const reader = resp.body.getReader();
