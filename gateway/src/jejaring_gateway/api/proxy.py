@@ -21,6 +21,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from jejaring_shared.app import error_bytes, send_json
+
 from ..adapters import upstream
 from ..adapters.keystore import KeyStore
 from ..config import GatewaySettings
@@ -129,41 +131,18 @@ def token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
     return bearer
 
 
-_BODY_429 = json.dumps(
-    {
-        "error": {
-            "code": "rate_limited",
-            "message": "too many requests for this key; slow down",
-            "field": None,
-        },
-        "details": [
-            {
-                "code": "rate_limited",
-                "message": "too many requests for this key; slow down",
-                "field": None,
-            }
-        ],
-    }
-).encode()
+_BODY_429 = error_bytes("rate_limited", "too many requests for this key; slow down")
 
 
 async def _send_429(send: Any, wait: float, headers: list[tuple[bytes, bytes]]) -> None:
     rid = next((v.decode("latin-1") for k, v in headers if k == b"x-request-id"), "")
     if not REQUEST_ID_RE.match(rid):
         rid = uuid.uuid4().hex
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(_BODY_429)).encode()),
-                (b"retry-after", str(RateLimiter.retry_after(wait)).encode()),
-                (b"x-request-id", rid.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _BODY_429})
+    extra = [
+        (b"retry-after", str(RateLimiter.retry_after(wait)).encode()),
+        (b"x-request-id", rid.encode()),
+    ]
+    await send_json(send, 429, _BODY_429, extra)
 
 
 async def authenticate(request: Request, state: GatewayState) -> Principal:

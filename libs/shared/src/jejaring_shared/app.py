@@ -206,28 +206,28 @@ INTERNAL_TOKEN_HEADER_BYTES = INTERNAL_TOKEN_HEADER.encode()
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/asyncapi.json"})
 """Routes that answer without the internal credential (probes, scrapes, the event catalog)."""
 
-_REFUSAL = json.dumps(
-    ErrorBody(
-        error=ErrorDetail(
-            code="internal_credential_required",
-            message="this service is reached through the gateway only",
-        ),
-        details=[
-            ErrorDetail(
-                code="internal_credential_required",
-                message="this service is reached through the gateway only",
-            )
-        ],
-    ).model_dump(mode="json")
-).encode()
+
+def error_bytes(code: str, message: str) -> bytes:
+    """A JSON error body, for middleware that answers before any route."""
+    detail = ErrorDetail(code=code, message=message)
+    return json.dumps(ErrorBody(error=detail, details=[detail]).model_dump(mode="json")).encode()
 
 
-_NUL_REFUSAL = json.dumps(
-    ErrorBody(
-        error=ErrorDetail(code="invalid", message="the URL may not contain a NUL character"),
-        details=[ErrorDetail(code="invalid", message="the URL may not contain a NUL character")],
-    ).model_dump(mode="json")
-).encode()
+async def send_json(
+    send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer a pure ASGI request with a JSON body."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+_REFUSAL = error_bytes(
+    "internal_credential_required", "this service is reached through the gateway only"
+)
+_NUL_REFUSAL = error_bytes("invalid", "the URL may not contain a NUL character")
 
 
 class RefuseNul:
@@ -240,17 +240,7 @@ class RefuseNul:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 400,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(_NUL_REFUSAL)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": _NUL_REFUSAL})
+            await send_json(send, 400, _NUL_REFUSAL)
             return
         await self.app(scope, receive, send)
 
@@ -278,17 +268,7 @@ class InternalCredential:
         if hmac.compare_digest(given, self.token):
             await self.app(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_REFUSAL)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _REFUSAL})
+        await send_json(send, 401, _REFUSAL)
 
 
 STALL_S = 180.0
