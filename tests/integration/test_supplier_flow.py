@@ -660,3 +660,63 @@ async def test_an_offer_past_its_valid_until_shows_and_filters_as_expired(
         withdrawn = await sup.post(f"{base}/{short['id']}/withdraw")
         assert withdrawn.json()["status"] == "withdrawn"
         assert await listed("expired") == []
+
+
+async def test_a_failed_delivery_can_be_resent_unless_later_news_went_out(
+    db_url: str, private_broker: Any
+) -> None:
+    """A receiver down past the retries: its deliveries end `failed`, for good before. Ops
+    can now send one again; not an `assignment.created` whose `assignment.cancelled` came
+    after it (that order would read as a live assignment)."""
+    bootstrap = private_broker.bootstrap_servers
+    receiver = Receiver(fail_first=2)
+    settings = SupplierSettings(
+        database_url=db_url,
+        kafka=kafka(bootstrap),
+        relay_idle_poll_s=0.1,
+        webhook_backoff_base_s=0.1,
+        webhook_poll_s=0.05,
+        webhook_timeout_s=3.0,
+        webhook_allow_private=True,
+        webhook_max_attempts=2,
+    )
+    async with serving(receiver) as hook_url, running(create_supplier(settings), "s") as sup:
+        reg = await sup.post(
+            "/api/v1/suppliers",
+            json={
+                "name": "Bu Wati Emping",
+                "kind": "small_producer",
+                "webhook_url": hook_url,
+                "webhook_secret": SECRET,
+            },
+        )
+        sid = reg.json()["id"]
+        leg = leg_event("leg-f", sid, "EMPING", quantity=5)
+        off = called_off(leg, LegCancelled, "no longer needed")
+        await send_raw(
+            bootstrap, "transfer.events", [(e.key.encode(), e.to_bytes()) for e in (leg, off)]
+        )
+        base = f"/api/v1/suppliers/{sid}/webhook-deliveries"
+
+        async def statuses() -> dict[str, str]:
+            items = (await sup.get(base)).json()["items"]
+            by_event = {i["event"]: i["status"] for i in items}
+            return by_event if set(by_event.values()) == {"failed"} and len(items) == 2 else {}
+
+        await wait_until(statuses, what="both deliveries failed")
+        items = {i["event"]: i for i in (await sup.get(base)).json()["items"]}
+        created, cancelled = items["assignment.created"], items["assignment.cancelled"]
+        refused = await sup.post(f"{base}/{created['id']}/resend")
+        assert error_of(refused) == (409, "delivery_superseded", "delivery_id")
+        resent = await sup.post(f"{base}/{cancelled['id']}/resend")
+        assert (resent.status_code, resent.json()["status"]) == (200, "pending")
+
+        async def delivered() -> bool:
+            items = {i["event"]: i for i in (await sup.get(base)).json()["items"]}
+            return bool(items["assignment.cancelled"]["status"] == "delivered")
+
+        await wait_until(delivered, what="the resent delivery made")
+        again = await sup.post(f"{base}/{cancelled['id']}/resend")
+        assert error_of(again) == (409, "delivery_not_failed", "delivery_id")
+        unknown = await sup.post(f"{base}/nope/resend")
+        assert error_of(unknown) == (404, "delivery_not_found", "delivery_id")

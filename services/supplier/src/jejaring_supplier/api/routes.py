@@ -537,3 +537,57 @@ async def list_deliveries(
         for r in rows
     ]
     return Page[DeliveryOut](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post("/suppliers/{supplier_id}/webhook-deliveries/{delivery_id}/resend")
+async def resend_delivery(
+    supplier_id: SupplierId, delivery_id: Annotated[str, Path(max_length=64)], uow: UoW
+) -> DeliveryOut:
+    """Try a failed delivery once more, now (after a receiver was down past the day of
+    retries): the same id, body and signing secret. Only a failed one (409
+    `delivery_not_failed`), and only its assignment's latest delivery (409
+    `delivery_superseded`): an `assignment.created` sent after its `assignment.cancelled`
+    would read as a live assignment."""
+    async with uow:
+        conn = await repo.conn_of(uow)
+        await _supplier(conn, supplier_id)
+        row = await repo.one(
+            conn,
+            sa.select(webhook_deliveries)
+            .where(
+                webhook_deliveries.c.id == delivery_id,
+                webhook_deliveries.c.supplier_id == supplier_id,
+            )
+            .with_for_update(),
+        )
+        if row is None:
+            raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r}", "delivery_id")
+        if row["status"] != "failed":
+            raise ApiError(
+                409, "delivery_not_failed", f"the delivery is {row['status']}", "delivery_id"
+            )
+        if row["leg_id"] is not None:
+            later = await repo.one(
+                conn,
+                sa.select(webhook_deliveries.c.id).where(
+                    webhook_deliveries.c.leg_id == row["leg_id"],
+                    webhook_deliveries.c.created_at > row["created_at"],
+                ),
+            )
+            if later is not None:
+                raise ApiError(
+                    409,
+                    "delivery_superseded",
+                    f"delivery {later['id']} told this assignment's later news",
+                    "delivery_id",
+                )
+        values = {"status": "pending", "next_attempt_at": utcnow()}
+        await conn.execute(
+            sa.update(webhook_deliveries)
+            .where(webhook_deliveries.c.id == delivery_id)
+            .values(values)
+        )
+        await uow.commit()
+    return DeliveryOut.model_validate(
+        {**{k: v for k, v in row.items() if k not in ("body", "leg_id")}, **values, "log": []}
+    )
