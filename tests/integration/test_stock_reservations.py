@@ -212,6 +212,13 @@ async def test_dispatch_and_receive_commands_move_stock_between_outlets(
             return bool(levels)
 
         await wait_until(arrived, timeout=90, what="the transfer-in")
+        # A receive for an outlet stock does not know records nothing there: it is
+        # dead-lettered, with why (it created a level and a movement for a ghost).
+        ghost = ReceiveStock(outlet_id="ghost", sku="kopi", leg_id="leg-ghost", quantity=3)
+        await send_raw(bootstrap, topic, [command(ghost)])
+        [dead] = await read_all(bootstrap, f"{settings.commands_group}.dlq", expect=1, timeout=60)
+        assert json.loads(dead.value)["payload"]["outlet_id"] == "ghost"
+        assert (await client.get("/api/v1/outlets/ghost/stock")).status_code == 404
         assert (await level(client, src, "kopi"))["on_hand"] == 12
         assert (await level(client, dst, "kopi"))["on_hand"] == 7
         types = [t for t, _ in await outbox_events(app, key_prefix=src)]

@@ -519,7 +519,8 @@ async def receive(
         if done:
             return False
     move = MoveIn(sku, MovementKind.TRANSFER_IN, quantity, key, txn.now, reason, leg_id)
-    recorded = await record_movements(txn, outlet_id, [move], actor)
+    # An outlet stock does not know gets no stock (the command is dead-lettered with why).
+    recorded = await record_movements(txn, outlet_id, [move], actor, check_outlet=True)
     if not recorded.accepted:
         return False
     txn.publish(
