@@ -218,7 +218,12 @@ async def test_dispatch_and_receive_commands_move_stock_between_outlets(
         await send_raw(bootstrap, topic, [command(ghost)])
         [dead] = await read_all(bootstrap, f"{settings.commands_group}.dlq", expect=1, timeout=60)
         assert json.loads(dead.value)["payload"]["outlet_id"] == "ghost"
-        assert (await client.get("/api/v1/outlets/ghost/stock")).status_code == 404
+        async with app.state.runtime.engine.connect() as conn:
+            for table in ("stock_levels", "movements"):
+                rows = await conn.scalar(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE outlet_id = 'ghost'")
+                )
+                assert rows == 0, table
         assert (await level(client, src, "kopi"))["on_hand"] == 12
         assert (await level(client, dst, "kopi"))["on_hand"] == 7
         types = [t for t, _ in await outbox_events(app, key_prefix=src)]

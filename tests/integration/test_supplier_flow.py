@@ -665,9 +665,10 @@ async def test_an_offer_past_its_valid_until_shows_and_filters_as_expired(
 async def test_a_failed_delivery_can_be_resent_unless_later_news_went_out(
     db_url: str, private_broker: Any
 ) -> None:
-    """A receiver down past the retries: its deliveries end `failed`, for good before. Ops
-    can now send one again; not an `assignment.created` whose `assignment.cancelled` came
-    after it (that order would read as a live assignment)."""
+    """A receiver down past the retries: its deliveries end `failed`, for good before. The
+    supplier (or an admin) can now send one again, the same delivery; not an
+    `assignment.created` whose `assignment.cancelled` came after it (that order would read
+    as a live assignment)."""
     bootstrap = private_broker.bootstrap_servers
     receiver = Receiver(fail_first=2)
     settings = SupplierSettings(
@@ -716,6 +717,13 @@ async def test_a_failed_delivery_can_be_resent_unless_later_news_went_out(
             return bool(items["assignment.cancelled"]["status"] == "delivered")
 
         await wait_until(delivered, what="the resent delivery made")
+        # The same delivery: its id, body and signature as on the first try.
+        tries = [
+            (h, raw)
+            for h, raw, _s in receiver.requests
+            if h[webhooks.DELIVERY_HEADER.lower()] == cancelled["id"]
+        ]
+        assert len(tries) == 3 and len({raw for _h, raw in tries}) == 1
         again = await sup.post(f"{base}/{cancelled['id']}/resend")
         assert error_of(again) == (409, "delivery_not_failed", "delivery_id")
         unknown = await sup.post(f"{base}/nope/resend")

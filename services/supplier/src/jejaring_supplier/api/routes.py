@@ -566,21 +566,30 @@ async def resend_delivery(
             raise ApiError(
                 409, "delivery_not_failed", f"the delivery is {row['status']}", "delivery_id"
             )
-        if row["leg_id"] is not None:
-            later = await repo.one(
-                conn,
-                sa.select(webhook_deliveries.c.id).where(
-                    webhook_deliveries.c.leg_id == row["leg_id"],
-                    webhook_deliveries.c.created_at > row["created_at"],
-                ),
+        if row["leg_id"] is None:
+            # Written before deliveries named their assignment (migration 0004): whether
+            # later news of it went out cannot be told, so it is not sent out of order.
+            raise ApiError(
+                409,
+                "delivery_superseded",
+                "this delivery predates the order check; its assignment's state is in "
+                "the assignments list",
+                "delivery_id",
             )
-            if later is not None:
-                raise ApiError(
-                    409,
-                    "delivery_superseded",
-                    f"delivery {later['id']} told this assignment's later news",
-                    "delivery_id",
-                )
+        later = await repo.one(
+            conn,
+            sa.select(webhook_deliveries.c.id).where(
+                webhook_deliveries.c.leg_id == row["leg_id"],
+                webhook_deliveries.c.created_at > row["created_at"],
+            ),
+        )
+        if later is not None:
+            raise ApiError(
+                409,
+                "delivery_superseded",
+                f"delivery {later['id']} told this assignment's later news",
+                "delivery_id",
+            )
         values = {"status": "pending", "next_attempt_at": utcnow()}
         await conn.execute(
             sa.update(webhook_deliveries)
