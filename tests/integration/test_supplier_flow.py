@@ -660,6 +660,22 @@ async def test_an_offer_past_its_valid_until_shows_and_filters_as_expired(
         withdrawn = await sup.post(f"{base}/{short['id']}/withdraw")
         assert withdrawn.json()["status"] == "withdrawn"
         assert await listed("expired") == []
+        # Withdrawn twice at once (a retried click; on PostgreSQL truly at once): announced
+        # once. Both read it active before, and each announced it.
+        both = await asyncio.gather(
+            sup.post(f"{base}/{lasting['id']}/withdraw"),
+            sup.post(f"{base}/{lasting['id']}/withdraw"),
+        )
+        assert [r.json()["status"] for r in both] == ["withdrawn", "withdrawn"]
+        async with app.state.runtime.engine.connect() as conn:
+            announced = await conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM outbox WHERE type = 'supplier.offer_withdrawn' "
+                    "AND body LIKE :id"
+                ),
+                {"id": f"%{lasting['id']}%"},
+            )
+        assert announced == 1
 
 
 async def test_a_failed_delivery_can_be_resent_unless_later_news_went_out(

@@ -71,6 +71,24 @@ async def test_outlet_register_change_and_events(
     assert slash.json()["error"]["code"] == "not_found"
 
 
+async def test_changes_to_one_outlet_at_once_announce_both(
+    stock: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """Two PATCHes of one outlet at once (on PostgreSQL truly at once): the last event
+    announced carries both changes. Each read the outlet unlocked before, and the later
+    commit could announce the outlet as it read it: a closed outlet announced active."""
+    app, client = stock
+    for round_ in range(5):
+        outlet = await make_outlet(client)
+        closing, moving = await asyncio.gather(
+            client.patch(f"/api/v1/outlets/{outlet}", json={"status": "closed"}),
+            client.patch(f"/api/v1/outlets/{outlet}", json={"region": f"r-{round_}"}),
+        )
+        assert closing.status_code == moving.status_code == 200
+        *_, (_type, last) = await outbox_events(app, key_prefix=outlet)
+        assert (last["status"], last["region"]) == ("closed", f"r-{round_}")
+
+
 async def test_same_pos_batch_three_times_counts_once(
     stock: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
