@@ -39,19 +39,21 @@ def kafka(bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=bootstrap, request_timeout_s=5.0)
 
 
-def supplier_app(db_url: str, bootstrap: str, *, allow_private: bool = True) -> FastAPI:
-    """`allow_private`: the test's webhook receiver listens on this machine."""
-    return create_supplier(
-        SupplierSettings(
-            database_url=db_url,
-            kafka=kafka(bootstrap),
-            relay_idle_poll_s=0.1,
-            webhook_backoff_base_s=0.3,
-            webhook_poll_s=0.05,
-            webhook_timeout_s=3.0,
-            webhook_allow_private=allow_private,
-        )
-    )
+def supplier_app(
+    db_url: str, bootstrap: str, *, allow_private: bool = True, **extra: Any
+) -> FastAPI:
+    """`allow_private`: the test's webhook receiver listens on this machine. `extra`:
+    other settings, or these overridden."""
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "kafka": kafka(bootstrap),
+        "relay_idle_poll_s": 0.1,
+        "webhook_backoff_base_s": 0.3,
+        "webhook_poll_s": 0.05,
+        "webhook_timeout_s": 3.0,
+        "webhook_allow_private": allow_private,
+    }
+    return create_supplier(SupplierSettings(**(values | extra)))
 
 
 def catalog_app(db_url: str, bootstrap: str) -> FastAPI:
@@ -505,6 +507,29 @@ def called_off(leg: Envelope, kind: type[LegCancelled] | type[LegExpired], reaso
     )
 
 
+async def hooked_supplier(sup: httpx.AsyncClient, name: str, hook_url: str) -> str:
+    """A small producer registered with a webhook to `hook_url`; its id."""
+    reg = await sup.post(
+        "/api/v1/suppliers",
+        json={
+            "name": name,
+            "kind": "small_producer",
+            "webhook_url": hook_url,
+            "webhook_secret": SECRET,
+        },
+    )
+    return str(reg.json()["id"])
+
+
+async def assigned_then_called_off(bootstrap: str, sid: str, leg_id: str, sku: str) -> None:
+    """Transfer assigning a leg of 5 to the supplier and cancelling it straight after."""
+    leg = leg_event(leg_id, sid, sku, quantity=5)
+    off = called_off(leg, LegCancelled, "no longer needed")
+    await send_raw(
+        bootstrap, "transfer.events", [(e.key.encode(), e.to_bytes()) for e in (leg, off)]
+    )
+
+
 async def test_a_leg_transfer_calls_off_is_closed_and_the_supplier_told(
     db_url: str, private_broker: Any
 ) -> None:
@@ -515,16 +540,7 @@ async def test_a_leg_transfer_calls_off_is_closed_and_the_supplier_told(
     bootstrap = private_broker.bootstrap_servers
     receiver = Receiver(fail_first=0)
     async with serving(receiver) as hook_url, running(supplier_app(db_url, bootstrap), "s") as sup:
-        reg = await sup.post(
-            "/api/v1/suppliers",
-            json={
-                "name": "Pak Budi Tahu",
-                "kind": "small_producer",
-                "webhook_url": hook_url,
-                "webhook_secret": SECRET,
-            },
-        )
-        sid = reg.json()["id"]
+        sid = await hooked_supplier(sup, "Pak Budi Tahu", hook_url)
         legs = {name: leg_event(name, sid, "TAHU", quantity=5) for name in ("c", "t", "s")}
         await send_raw(
             bootstrap, "transfer.events", [(e.key.encode(), e.to_bytes()) for e in legs.values()]
@@ -591,21 +607,8 @@ async def test_a_legs_webhooks_arrive_in_order_though_the_first_is_retried(
     bootstrap = private_broker.bootstrap_servers
     receiver = Receiver(fail_first=2)
     async with serving(receiver) as hook_url, running(supplier_app(db_url, bootstrap), "s") as sup:
-        reg = await sup.post(
-            "/api/v1/suppliers",
-            json={
-                "name": "Bu Rina Kerupuk",
-                "kind": "small_producer",
-                "webhook_url": hook_url,
-                "webhook_secret": SECRET,
-            },
-        )
-        sid = reg.json()["id"]
-        leg = leg_event("leg-o", sid, "KERUPUK", quantity=5)
-        off = called_off(leg, LegCancelled, "no longer needed")
-        await send_raw(
-            bootstrap, "transfer.events", [(e.key.encode(), e.to_bytes()) for e in (leg, off)]
-        )
+        sid = await hooked_supplier(sup, "Bu Rina Kerupuk", hook_url)
+        await assigned_then_called_off(bootstrap, sid, "leg-o", "KERUPUK")
 
         async def both_delivered() -> list[Any]:
             items = (await sup.get(f"/api/v1/suppliers/{sid}/webhook-deliveries")).json()["items"]
@@ -687,32 +690,10 @@ async def test_a_failed_delivery_can_be_resent_unless_later_news_went_out(
     as a live assignment)."""
     bootstrap = private_broker.bootstrap_servers
     receiver = Receiver(fail_first=2)
-    settings = SupplierSettings(
-        database_url=db_url,
-        kafka=kafka(bootstrap),
-        relay_idle_poll_s=0.1,
-        webhook_backoff_base_s=0.1,
-        webhook_poll_s=0.05,
-        webhook_timeout_s=3.0,
-        webhook_allow_private=True,
-        webhook_max_attempts=2,
-    )
-    async with serving(receiver) as hook_url, running(create_supplier(settings), "s") as sup:
-        reg = await sup.post(
-            "/api/v1/suppliers",
-            json={
-                "name": "Bu Wati Emping",
-                "kind": "small_producer",
-                "webhook_url": hook_url,
-                "webhook_secret": SECRET,
-            },
-        )
-        sid = reg.json()["id"]
-        leg = leg_event("leg-f", sid, "EMPING", quantity=5)
-        off = called_off(leg, LegCancelled, "no longer needed")
-        await send_raw(
-            bootstrap, "transfer.events", [(e.key.encode(), e.to_bytes()) for e in (leg, off)]
-        )
+    app = supplier_app(db_url, bootstrap, webhook_backoff_base_s=0.1, webhook_max_attempts=2)
+    async with serving(receiver) as hook_url, running(app, "s") as sup:
+        sid = await hooked_supplier(sup, "Bu Wati Emping", hook_url)
+        await assigned_then_called_off(bootstrap, sid, "leg-f", "EMPING")
         base = f"/api/v1/suppliers/{sid}/webhook-deliveries"
 
         async def statuses() -> dict[str, str]:

@@ -113,6 +113,10 @@ def _raised_by_a_driver(exc: BaseException) -> bool:
     return module in _DRIVERS or module.split(".")[0] in _DRIVERS
 
 
+def _internal() -> JSONResponse:
+    return _body(500, [ErrorDetail(code="internal_error", message="internal error")])
+
+
 def _unstorable() -> JSONResponse:
     return _body(
         422,
@@ -150,7 +154,7 @@ def install_error_handlers(app: FastAPI) -> None:
             log.warning("value out of range for the database: %s", exc)
             return _unstorable()
         log.exception("unhandled error", exc_info=exc)
-        return _body(500, [ErrorDetail(code="internal_error", message="internal error")])
+        return _internal()
 
     @app.exception_handler(DBAPIError)
     async def _database(_req: Request, exc: DBAPIError) -> JSONResponse:
@@ -180,7 +184,7 @@ def install_error_handlers(app: FastAPI) -> None:
             # Another constraint (NOT NULL, CHECK, a foreign key): the code let a wrong
             # row through. Not the database's outage, nor anything a retry fixes.
             log.error("constraint violated", exc_info=exc)
-            return _body(500, [ErrorDetail(code="internal_error", message="internal error")])
+            return _internal()
         log.warning("database error: %s", exc)
         return _body(
             503,
@@ -201,7 +205,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return _body(500, [ErrorDetail(code="internal_error", message="internal error")])
+        return _internal()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -22,6 +22,7 @@ from jejaring_shared.contracts.supplier import (
     SupplierRegistered,
 )
 from jejaring_shared.errors import ApiError
+from jejaring_shared.fields import in_utc
 
 from ..adapters import repository as repo
 from ..adapters.tables import (
@@ -187,11 +188,9 @@ async def publish_offer(supplier_id: SupplierId, body: OfferIn, uow: UoW) -> Off
                 422, "timezone_required", "give valid_until with a UTC offset", "valid_until"
             )
         try:
-            valid_until = valid_until.astimezone(UTC)
-        except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
-            raise ApiError(
-                422, "invalid", "valid_until is out of range once in UTC", "valid_until"
-            ) from None
+            valid_until = in_utc(valid_until)
+        except ValueError as exc:  # before year 1 or past 9999 once in UTC
+            raise ApiError(422, "invalid", str(exc), "valid_until") from None
         if valid_until <= now:
             raise ApiError(422, "in_the_past", "valid_until is in the past", "valid_until")
     async with uow:
